@@ -1,0 +1,1 @@
+"""Front ends: one sub-package per platform, plus what they share."""

@@ -1,0 +1,119 @@
+"""The `parley` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from engine.errors import ConfigError, ParleyError
+from engine.logs import setup_logging
+from engine.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parley", description="A self-hosted chat assistant.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the configured front ends (the terminal chat when none is configured)")
+
+    chat = sub.add_parser("chat", help="chat in the terminal")
+    chat.add_argument("--conversation", "-c", help="conversation id (default: 'default')")
+
+    ask = sub.add_parser("ask", help="print one reply")
+    ask.add_argument("text")
+    ask.add_argument("--conversation", "-c", help="conversation id, to continue it across calls")
+    ask.add_argument("--json", action="store_true", help="print the reply and its figures as JSON")
+
+    export = sub.add_parser("export", help="print a terminal conversation as JSON")
+    export.add_argument("--conversation", "-c")
+
+    model = sub.add_parser("model", help="import and list models")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    imp = msub.add_parser("import", help="convert a GGUF file, a Hugging Face folder or a hub id to ONNX")
+    imp.add_argument("source", help="path to a .gguf file or model folder, a hub id (org/name), or builtin:smollm2")
+    imp.add_argument("--name", help="name of the model folder (default: from the source)")
+    imp.add_argument("--precision", default=None, help="fp32 (exact), int8, int4, or fp16 for CUDA")
+    imp.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    imp.add_argument("--force", action="store_true", help="re-import even if the folder exists")
+    msub.add_parser("list", help="list imported models")
+    verify = msub.add_parser("verify", help="check every file of a model against its manifest's checksums")
+    verify.add_argument("name")
+    return p
+
+
+async def _serve(settings: Settings) -> None:
+    from bots.terminal import chat
+    from engine.app import open_engine
+
+    print("No front end is configured (set DISCORD_BOT_TOKEN or TELEGRAM_BOT_TOKEN): starting the terminal chat.")
+    async with open_engine(settings) as engine:
+        await chat(engine, conversation=None)
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> None:
+    from bots import terminal
+    from engine.app import open_engine
+
+    if args.command == "serve":
+        await _serve(settings)
+        return
+    async with open_engine(settings) as engine:
+        if args.command == "chat":
+            await terminal.chat(engine, conversation=args.conversation)
+        elif args.command == "ask":
+            await terminal.ask(engine, args.text, conversation=args.conversation, as_json=args.json)
+        elif args.command == "export":
+            data = await engine.export(terminal.terminal_key(args.conversation))
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _model_command(args: argparse.Namespace, settings: Settings) -> None:
+    from engine.model import importer, registry
+
+    if args.model_command == "import":
+        info = importer.import_model(
+            args.source,
+            settings.models_path,
+            name=args.name,
+            precision=args.precision or importer.DEFAULT_PRECISION,
+            device=args.device,
+            force=args.force,
+        )
+        print(info.path)
+    elif args.model_command == "list":
+        models = registry.list_models(settings.models_path)
+        if not models:
+            print(f"no models in {settings.models_path} (the default one is imported on first use)")
+        for m in models:
+            print(f"{m.name}\t{m.precision}\t{m.device}\t{m.manifest.get('source', '?')}")
+    elif args.model_command == "verify":
+        folder = settings.models_path / args.name
+        registry.read_model_info(folder, verify_checksums=True)
+        print(f"{args.name}: all files match their checksums")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level or ("INFO" if args.command == "serve" else "WARNING"))
+        if args.command == "model":
+            _model_command(args, settings)
+        else:
+            asyncio.run(_run(args, settings))
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    except ParleyError as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

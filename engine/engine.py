@@ -1,0 +1,157 @@
+"""The platform-neutral engine: one entry point (a request in, an async stream of events out) and the
+commands every front end shares (reset, persona, export, usage)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.errors import InputRejected
+from engine.keys import ConversationKey
+from engine.model.generator import Delta, Finished, Generator
+from engine.model.registry import LoadedModel
+from engine.model.sampling import SamplingParams
+from engine.prompt import build_prompt
+from engine.settings import Settings
+from engine.store import Store, Turn
+from engine.text import check_input
+
+log = logging.getLogger(__name__)
+MAX_PERSONA_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    key: ConversationKey
+    text: str
+    author: str | None = None  # display name, shown to the model in shared conversations
+    author_id: str | None = None
+    message_id: str | None = None  # the platform's id: the same message is answered once
+    params: SamplingParams | None = None  # None: the configured defaults
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the person should know that is not part of the answer."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float
+    tokens_per_second: float
+    stored: bool
+
+
+ChatEvent = Notice | Delta | Reply
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: Store, generator: Generator, model: LoadedModel) -> None:
+        self.settings = settings
+        self.store = store
+        self.generator = generator
+        self.model = model
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def default_params(self) -> SamplingParams:
+        s = self.settings
+        return SamplingParams(
+            max_tokens=s.max_reply_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            repetition_penalty=s.repetition_penalty,
+            seed=s.seed,
+        )
+
+    async def chat(self, request: ChatRequest, *, cancel: threading.Event | None = None) -> AsyncIterator[ChatEvent]:
+        """Answer one message: Notice*, Delta*, then one Reply. Refusals raise InputRejected before any
+        event and store nothing; a message id already answered raises InputRejected too."""
+        text = check_input(request.text, max_chars=self.settings.max_input_chars)
+        key = request.key
+        params = request.params or self.default_params()
+        # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
+        reply_budget = min(params.max_tokens, self.settings.max_reply_tokens)
+        params = replace(params, max_tokens=reply_budget)
+        if request.message_id and await self.store.seen(key, f"m:{request.message_id}"):
+            raise InputRejected("this message was already answered")
+        history = await self.store.history(key, self.settings.history_messages)
+        system = await self.store.persona(key) or self.settings.system_prompt
+        user_turn = Turn(role="user", content=text, author=request.author, author_id=request.author_id)
+        prompt = build_prompt(
+            self.model,
+            system=system,
+            history=history,
+            new=user_turn,
+            budget_tokens=self.generator.context_tokens - reply_budget,
+            label_speakers=key.user is None,
+        )
+        if prompt.history_left_out:
+            yield Notice(
+                "history_truncated",
+                f"{prompt.history_left_out} older message(s) are beyond what the model can see now; "
+                "they stay stored.",
+            )
+        finished: Finished | None = None
+        async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel):
+            if isinstance(event, Finished):
+                finished = event
+            else:
+                yield event
+        assert finished is not None
+        turns = [user_turn]
+        if finished.text or finished.finish_reason != "cancelled":
+            turns.append(Turn(role="assistant", content=finished.text, stopped=finished.finish_reason == "cancelled"))
+        stored = await self.store.append(
+            key,
+            turns,
+            dedupe_id=f"m:{request.message_id}" if request.message_id else f"w:{uuid.uuid4().hex}",
+            prompt_tokens=finished.prompt_tokens,
+            completion_tokens=finished.completion_tokens,
+        )
+        yield Reply(
+            text=finished.text,
+            finish_reason=finished.finish_reason,
+            prompt_tokens=finished.prompt_tokens,
+            completion_tokens=finished.completion_tokens,
+            time_to_first_token_ms=finished.time_to_first_token * 1000,
+            tokens_per_second=finished.tokens_per_second,
+            stored=stored,
+        )
+
+    async def reset(self, key: ConversationKey) -> None:
+        await self.store.reset(key)
+
+    async def set_persona(self, key: ConversationKey, text: str | None) -> str:
+        """Set (or with None/empty, clear) the conversation's system prompt; returns the one in force."""
+        if text is None or not text.strip():
+            await self.store.set_persona(key, None)
+            return self.settings.system_prompt
+        persona = check_input(text, max_chars=MAX_PERSONA_CHARS)
+        await self.store.set_persona(key, persona)
+        return persona
+
+    async def persona(self, key: ConversationKey) -> str:
+        return await self.store.persona(key) or self.settings.system_prompt
+
+    async def export(self, key: ConversationKey) -> dict[str, Any]:
+        data = await self.store.export(key)
+        data["model"] = self.model_name
+        return data
+
+    async def usage(self, key: ConversationKey) -> dict[str, int]:
+        return await self.store.usage(key)

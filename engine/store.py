@@ -1,0 +1,183 @@
+"""Conversation memory in Redis.
+
+Per conversation (one hash tag, so one cluster slot):
+  ``…:turns``  list of JSON turns, trimmed to the stored window
+  ``…:seen``   sorted set of message ids already appended (dedupe), newest kept
+  ``…:meta``   hash: persona (system prompt) and other per-conversation settings
+  ``…:usage``  hash: request and token counters
+Every key carries the conversation TTL, refreshed on each write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.errors import StoreUnavailable
+from engine.keys import ConversationKey
+
+KINDS = ("turns", "seen", "meta", "usage")
+SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
+
+# Append turns, trim, refresh TTLs and count usage in one atomic step; a dedupe id already seen
+# makes the whole call a no-op, so a retried write never adds a second copy.
+_APPEND = """
+local turns, seen, meta, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local dedupe, window, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local ptok, ctok, nturns = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if dedupe ~= '' then
+  if redis.call('ZSCORE', seen, dedupe) then return 0 end
+  redis.call('ZADD', seen, now, dedupe)
+  redis.call('ZREMRANGEBYRANK', seen, 0, -(tonumber(ARGV[8]) + 1))
+  redis.call('EXPIRE', seen, ttl)
+end
+for i = 9, 8 + nturns do redis.call('RPUSH', turns, ARGV[i]) end
+redis.call('LTRIM', turns, -window, -1)
+redis.call('EXPIRE', turns, ttl)
+redis.call('HINCRBY', usage, 'requests', 1)
+redis.call('HINCRBY', usage, 'prompt_tokens', ptok)
+redis.call('HINCRBY', usage, 'completion_tokens', ctok)
+redis.call('EXPIRE', usage, ttl)
+redis.call('EXPIRE', meta, ttl)
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str  # "user" or "assistant"
+    content: str
+    author: str | None = None  # display name of the speaker (shared channels)
+    author_id: str | None = None
+    at: float = field(default_factory=time.time)
+    stopped: bool = False  # the reply was cancelled part-way
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, False)})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Turn:
+        data = json.loads(raw)
+        return cls(
+            **{k: data[k] for k in ("role", "content", "author", "author_id", "at", "stopped") if k in data}
+        )
+
+
+class Store:
+    def __init__(self, redis: Redis, *, ttl: int, window: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.window = window
+        self._append = redis.register_script(_APPEND)
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable("memory (Redis) is temporarily unavailable; try again shortly") from exc
+
+    async def ping(self) -> None:
+        await self._call(self.redis.ping())
+
+    async def append(
+        self,
+        key: ConversationKey,
+        turns: Sequence[Turn],
+        *,
+        dedupe_id: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> bool:
+        """Append turns atomically; False when ``dedupe_id`` was already recorded (nothing added)."""
+        keys = [key.redis_key(k) for k in KINDS]
+        args: list[str | int | float] = [
+            dedupe_id or "",
+            self.window,
+            self.ttl,
+            time.time(),
+            prompt_tokens,
+            completion_tokens,
+            len(turns),
+            SEEN_KEEP,
+            *(t.to_json() for t in turns),
+        ]
+        return bool(await self._call(self._append(keys=keys, args=args)))
+
+    async def seen(self, key: ConversationKey, dedupe_id: str) -> bool:
+        return await self._call(self.redis.zscore(key.redis_key("seen"), dedupe_id)) is not None
+
+    async def history(self, key: ConversationKey, limit: int | None = None) -> list[Turn]:
+        """The newest ``limit`` turns (a fixed window: reading never grows with the stored history)."""
+        n = min(limit or self.window, self.window)
+        raw = await self._call(self.redis.lrange(key.redis_key("turns"), -n, -1))
+        return [Turn.from_json(r) for r in raw]
+
+    async def reset(self, key: ConversationKey) -> None:
+        """Forget the turns; the persona stays (it is a setting, not conversation)."""
+        await self._call(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
+
+    async def erase(self, key: ConversationKey) -> None:
+        await self._call(self.redis.delete(*(key.redis_key(k) for k in KINDS)))
+
+    async def set_persona(self, key: ConversationKey, persona: str | None) -> None:
+        meta = key.redis_key("meta")
+        if persona:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(meta, "persona", persona)
+                pipe.expire(meta, self.ttl)
+                await self._call(pipe.execute())
+        else:
+            await self._call(self.redis.hdel(meta, "persona"))
+
+    async def persona(self, key: ConversationKey) -> str | None:
+        value = await self._call(self.redis.hget(key.redis_key("meta"), "persona"))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def usage(self, key: ConversationKey) -> dict[str, int]:
+        raw = await self._call(self.redis.hgetall(key.redis_key("usage")))
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+    async def export(self, key: ConversationKey) -> dict[str, Any]:
+        return {
+            "conversation": key.id,
+            "persona": await self.persona(key),
+            "usage": await self.usage(key),
+            "turns": [asdict(t) for t in await self.history(key)],
+        }
+
+
+@asynccontextmanager
+async def connect(url: str, *, max_connections: int = 32, wait_seconds: float = 5.0) -> AsyncIterator[Redis]:
+    """A client with a blocking pool (waits for a free connection instead of failing) and retries."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=wait_seconds,
+        socket_timeout=wait_seconds,
+        socket_connect_timeout=wait_seconds,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+    client = Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        try:
+            await client.aclose()
+        finally:
+            await pool.aclose()
+
+
+__all__ = ["RedisError", "Store", "Turn", "connect"]
