@@ -24,7 +24,10 @@ async def open_engine(settings: Settings, *, progress: Progress | None = None) -
     """Everything a front end needs, started in order and stopped in reverse, even on failure."""
     async with AsyncExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = settings.redis_url or await stack.enter_async_context(EmbeddedRedis(settings.data_dir))
+        if settings.redis_url:
+            url = settings.redis_url
+        else:
+            url = await stack.enter_async_context(EmbeddedRedis(settings.data_dir))
         redis = await stack.enter_async_context(connect(url))
         store = Store(redis, ttl=settings.conversation_ttl, window=settings.history_messages)
         await store.ping()

@@ -103,8 +103,7 @@ class Engine:
         if prompt.history_left_out:
             yield Notice(
                 "history_truncated",
-                f"{prompt.history_left_out} older message(s) are beyond what the model can see now; "
-                "they stay stored.",
+                f"{prompt.history_left_out} older message(s) are beyond what the model can see now; they stay stored.",
             )
         finished: Finished | None = None
         async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel):

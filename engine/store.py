@@ -69,9 +69,7 @@ class Turn:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Turn:
         data = json.loads(raw)
-        return cls(
-            **{k: data[k] for k in ("role", "content", "author", "author_id", "at", "stopped") if k in data}
-        )
+        return cls(**{k: data[k] for k in ("role", "content", "author", "author_id", "at", "stopped") if k in data})
 
 
 class Store:

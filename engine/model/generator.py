@@ -104,9 +104,7 @@ class Generator:
         if not prompt:
             raise ValueError("empty prompt")
         if len(prompt) >= self.runner.max_len:
-            raise ModelError(
-                f"prompt of {len(prompt)} tokens does not fit the context ({self.runner.max_len})"
-            )
+            raise ModelError(f"prompt of {len(prompt)} tokens does not fit the context ({self.runner.max_len})")
         job = _Job(list(prompt), params, asyncio.get_running_loop(), cancel=cancel or threading.Event())
         try:
             self._jobs.put_nowait(job)

@@ -69,8 +69,7 @@ def _require_convert_tools() -> None:
     missing = [m for m in ("torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir") if not _has(m)]
     if missing:
         raise ModelError(
-            f"model import needs the conversion tools ({', '.join(missing)} missing): "
-            "pip install 'parley[convert]'"
+            f"model import needs the conversion tools ({', '.join(missing)} missing): pip install 'parley[convert]'"
         )
 
 
@@ -111,7 +110,7 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The weights are now plain dequantised fp32; save_pretrained refuses while these are set.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out))
@@ -163,6 +162,8 @@ def import_model(
         raise ModelError("fp16 is for CUDA; use --device cuda, or fp32/int8/int4 for the CPU")
 
     # Resolve the source first, so a bad one fails fast without touching the models folder.
+    if not source.strip():
+        raise ModelError("no model source given: pass a .gguf file, a model folder or a hub id")
     path = Path(source).expanduser()
     if source == BUILTIN_SOURCE:
         kind, src = "gguf", builtin_gguf()

@@ -76,9 +76,7 @@ def read_model_info(folder: Path, *, verify_checksums: bool = False) -> ModelInf
             raise ModelError(f"model folder {folder} is missing {name}; re-import the model")
         if path.stat().st_size != meta.get("bytes"):
             raise ModelError(f"{path} has the wrong size (corrupt or truncated); re-import the model")
-        if (verify_checksums or not name.endswith(LARGE_SUFFIXES)) and sha256_file(path) != meta.get(
-            "sha256"
-        ):
+        if (verify_checksums or not name.endswith(LARGE_SUFFIXES)) and sha256_file(path) != meta.get("sha256"):
             raise ModelError(f"{path} fails its checksum (corrupt); re-import the model")
     return ModelInfo(name=str(manifest.get("name", folder.name)), path=folder, manifest=manifest)
 

@@ -39,9 +39,7 @@ class OnnxRunner:
     Not thread-safe: the generator drives it from its own worker thread.
     """
 
-    def __init__(
-        self, model: LoadedModel, *, device: str = "auto", threads: int = 0, max_len: int = 2048
-    ) -> None:
+    def __init__(self, model: LoadedModel, *, device: str = "auto", threads: int = 0, max_len: int = 2048) -> None:
         self.model = model
         self.device = pick_device(device)
         cfg = model.config
@@ -55,9 +53,7 @@ class OnnxRunner:
         if self.device == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(
-                str(model.info.path / "model.onnx"), opts, providers=providers
-            )
+            self.session = ort.InferenceSession(str(model.info.path / "model.onnx"), opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {model.info.path / 'model.onnx'}: {exc}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -81,9 +77,7 @@ class OnnxRunner:
         """Start a new sequence: stale cache positions are masked out, so nothing needs clearing."""
         self.length = 0
 
-    def forward(
-        self, token_ids: npt.NDArray[np.int64], *, all_logits: bool = False
-    ) -> npt.NDArray[np.float32]:
+    def forward(self, token_ids: npt.NDArray[np.int64], *, all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Append ``token_ids`` (1-D) to the sequence; logits of the last position (or all of them)."""
         n = int(token_ids.shape[0])
         if n == 0:

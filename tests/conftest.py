@@ -1,0 +1,125 @@
+"""Shared fixtures: a real Redis, the real model (converted once and cached), a real engine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.engine import Engine
+from engine.keys import ConversationKey
+from engine.model.generator import Generator
+from engine.model.importer import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, import_model, resolve_model
+from engine.model.registry import LoadedModel, load_model
+from engine.model.runner import OnnxRunner
+from engine.redis_server import find_redis_server
+from engine.settings import Settings, load_settings
+from engine.store import Store, connect
+
+CONTEXT_TOKENS = 2048
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set, else a throwaway redis-server that keeps nothing on disk."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="parley-test-redis-")
+    proc = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("test redis-server did not start") from None
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The same cache as `make run` uses, so the conversion happens once per machine."""
+    return Path(os.environ.get("PARLEY_TEST_MODELS_DIR") or load_settings().models_path)
+
+
+@pytest.fixture(scope="session")
+def model(models_dir: Path) -> LoadedModel:
+    """The default model, imported on first use exactly as `make run` does."""
+    return load_model(resolve_model(BUILTIN_NAME, models_dir).path)
+
+
+@pytest.fixture(scope="session")
+def fp32_model(models_dir: Path, model: LoadedModel) -> LoadedModel:
+    if DEFAULT_PRECISION == "fp32":
+        return model
+    info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-fp32", precision="fp32")
+    return load_model(info.path)
+
+
+@pytest.fixture(scope="session")
+async def generator(model: LoadedModel) -> AsyncIterator[Generator]:
+    runner = OnnxRunner(model, device="cpu", max_len=CONTEXT_TOKENS)
+    async with Generator(runner) as gen:
+        yield gen
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    async with connect(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, models_dir: Path) -> Settings:
+    return load_settings(
+        redis_url=redis_url, data_dir=tmp_path / "data", model_dir=models_dir, context_tokens=CONTEXT_TOKENS,
+        max_reply_tokens=48, conversation_ttl=3600,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(redis: Redis, settings: Settings) -> Store:
+    return Store(redis, ttl=settings.conversation_ttl, window=settings.history_messages)
+
+
+@pytest.fixture
+def engine(settings: Settings, store: Store, generator: Generator, model: LoadedModel) -> Engine:
+    return Engine(settings, store, generator, model)
+
+
+@pytest.fixture
+def key() -> ConversationKey:
+    """A conversation no other test touches (tests may share one Redis)."""
+    return ConversationKey(platform="test", chat=uuid.uuid4().hex, user="alice")
+
+
+@pytest.fixture
+def shared_key() -> ConversationKey:
+    return ConversationKey(platform="test", chat=uuid.uuid4().hex)

@@ -1,0 +1,99 @@
+"""The `parley` command as a person runs it: separate processes, embedded Redis, the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.model.registry import LoadedModel
+
+
+def _parley(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path: Path, model: LoadedModel) -> dict[str, str]:
+    """No REDIS_URL: every process starts (or joins) the embedded Redis in its data directory."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_") and k != "REDIS_URL"}
+    return {
+        **clean,
+        "PARLEY_DATA_DIR": str(tmp_path / "data"),
+        "PARLEY_MODEL_DIR": str(model.info.path.parent),
+        "PARLEY_MODEL": model.name,
+        "PARLEY_MAX_REPLY_TOKENS": "48",
+    }
+
+
+@pytest.mark.slow
+def test_ask_continues_a_conversation_across_processes(env: dict[str, str]) -> None:
+    first = _parley(["ask", "What is the capital of France? Answer in one sentence.", "-c", "trip", "--json"], env)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert "Paris" in data["reply"]
+    assert data["conversation"].startswith("cli:trip:")
+    for field in ("prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second"):
+        assert data[field] > 0, field
+
+    second = _parley(["ask", "And what is its most famous tower?", "-c", "trip"], env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip()
+
+    exported = _parley(["export", "-c", "trip"], env)
+    turns = json.loads(exported.stdout)["turns"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[0]["content"].startswith("What is the capital of France?")
+    assert turns[1]["content"] == data["reply"]
+    # another conversation id sees none of it
+    other = json.loads(_parley(["export", "-c", "other"], env).stdout)
+    assert other["turns"] == []
+
+
+def test_bad_setting_fails_at_start_naming_it(env: dict[str, str]) -> None:
+    result = _parley(["ask", "hi"], {**env, "PARLEY_CONTEXT_TOKENS": "lots"})
+    assert result.returncode == 2
+    assert "PARLEY_CONTEXT_TOKENS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_model_is_a_clear_error(env: dict[str, str]) -> None:
+    result = _parley(["ask", "hi"], {**env, "PARLEY_MODEL": "no-such-model"})
+    assert result.returncode == 1
+    assert "unknown model 'no-such-model'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_question_is_refused(env: dict[str, str]) -> None:
+    result = _parley(["ask", "   "], env)
+    assert result.returncode == 1
+    assert "empty" in result.stderr
+
+
+def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
+    listed = _parley(["model", "list"], env)
+    assert listed.returncode == 0
+    assert model.name in listed.stdout
+    missing = _parley(["model", "verify", "nope"], env)
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
+
+
+def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
+    script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/quit\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "chat", "-c", "t"],
+        input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(persona) You are terse." in result.stdout
+    assert '"requests": 1' in result.stdout
+    assert "(conversation reset)" in result.stdout
+    assert '"turns": []' in result.stdout

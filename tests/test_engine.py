@@ -1,0 +1,121 @@
+"""The engine API end to end: real Redis, real model."""
+
+import json
+import threading
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.engine import ChatRequest, Engine, Notice, Reply
+from engine.errors import InputRejected
+from engine.keys import ConversationKey
+from engine.model.generator import Delta
+from engine.model.sampling import SamplingParams
+
+
+async def _run(engine: Engine, request: ChatRequest, **kw: object) -> tuple[list[object], Reply]:
+    events = [e async for e in engine.chat(request, **kw)]  # type: ignore[arg-type]
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    return events, reply
+
+
+async def test_chat_streams_and_remembers(engine: Engine, key: ConversationKey) -> None:
+    events, reply = await _run(engine, ChatRequest(key, "What is the capital of France? Answer in one sentence."))
+    assert "Paris" in reply.text
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == reply.text
+    assert reply.stored
+    assert reply.prompt_tokens > 0 < reply.completion_tokens
+    history = await engine.store.history(key)
+    assert [(t.role, t.content) for t in history] == [
+        ("user", "What is the capital of France? Answer in one sentence."),
+        ("assistant", reply.text),
+    ]
+    await _run(engine, ChatRequest(key, "And of Italy?"))
+    assert len(await engine.store.history(key)) == 4
+    usage = await engine.usage(key)
+    assert usage["requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "empty"), ("\u200b\x00  ", "empty"), ("x" * 5000, "limit is 4000 characters")],
+)
+async def test_refused_input_stores_nothing(engine: Engine, redis: Redis, key: ConversationKey, text: str,
+                                            message: str) -> None:  # fmt: skip
+    with pytest.raises(InputRejected, match=message):
+        await _run(engine, ChatRequest(key, text))
+    assert [k async for k in redis.scan_iter(match=f"*{key.chat}*")] == []
+
+
+async def test_control_characters_never_reach_the_store(engine: Engine, key: ConversationKey) -> None:
+    await _run(engine, ChatRequest(key, "Say\u200b hi\x07 \U000e0049\U000e0047please"))
+    assert (await engine.store.history(key))[0].content == "Say hi please"
+
+
+async def test_same_message_id_is_answered_once(engine: Engine, key: ConversationKey) -> None:
+    await _run(engine, ChatRequest(key, "Hello!", message_id="777"))
+    with pytest.raises(InputRejected, match="already answered"):
+        await _run(engine, ChatRequest(key, "Hello!", message_id="777"))
+    assert len(await engine.store.history(key)) == 2
+
+
+async def test_persona_changes_the_system_prompt(engine: Engine, key: ConversationKey) -> None:
+    assert await engine.persona(key) == engine.settings.system_prompt
+    assert await engine.set_persona(key, "You are a pirate. Always say Arr.") == "You are a pirate. Always say Arr."
+    assert await engine.persona(key) == "You are a pirate. Always say Arr."
+    await engine.set_persona(key, None)
+    assert await engine.persona(key) == engine.settings.system_prompt
+    with pytest.raises(InputRejected, match="limit is 2000"):
+        await engine.set_persona(key, "p" * 2001)
+
+
+async def test_reset_and_export(engine: Engine, key: ConversationKey) -> None:
+    await _run(engine, ChatRequest(key, "Remember the word banana."))
+    data = await engine.export(key)
+    assert data["conversation"] == key.id
+    assert data["model"] == engine.model_name
+    assert data["turns"][0]["content"] == "Remember the word banana."
+    json.dumps(data)
+    await engine.reset(key)
+    assert (await engine.export(key))["turns"] == []
+
+
+async def test_shared_conversation_records_speakers(engine: Engine, shared_key: ConversationKey) -> None:
+    await _run(engine, ChatRequest(shared_key, "Hi, I am here.", author="Ann", author_id="1"))
+    await _run(engine, ChatRequest(shared_key, "Me too.", author="Bob", author_id="2"))
+    users = [t for t in await engine.store.history(shared_key) if t.role == "user"]
+    assert [(t.author, t.author_id) for t in users] == [("Ann", "1"), ("Bob", "2")]
+
+
+async def test_old_turns_left_out_are_announced(engine: Engine, key: ConversationKey) -> None:
+    from engine.store import Turn
+
+    filler = [Turn("user" if i % 2 == 0 else "assistant", "lorem ipsum dolor " * 60) for i in range(40)]
+    await engine.store.append(key, filler)
+    events, reply = await _run(engine, ChatRequest(key, "Summarise."))
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert notices
+    assert notices[0].kind == "history_truncated"
+    assert "stay stored" in notices[0].text
+    assert reply.prompt_tokens <= engine.generator.context_tokens - engine.settings.max_reply_tokens
+    assert len(await engine.store.history(key)) == 42
+
+
+async def test_cancelled_reply_keeps_the_partial_answer(engine: Engine, key: ConversationKey) -> None:
+    cancel = threading.Event()
+    parts = 0
+    reply = None
+    request = ChatRequest(key, "Tell me a long story about a dragon.", params=SamplingParams(max_tokens=300))
+    async for event in engine.chat(request, cancel=cancel):
+        if isinstance(event, Delta):
+            parts += 1
+            if parts == 3:
+                cancel.set()
+        elif isinstance(event, Reply):
+            reply = event
+    assert reply is not None
+    assert reply.finish_reason == "cancelled"
+    history = await engine.store.history(key)
+    assert history[-1].stopped
+    assert history[-1].content == reply.text

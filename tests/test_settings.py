@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.settings import load_settings
+
+
+def test_defaults_are_valid() -> None:
+    s = load_settings()
+    assert s.max_reply_tokens < s.context_tokens
+    assert s.models_path == (s.model_dir or s.data_dir / "models")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("PARLEY_THREADS", "many", "PARLEY_THREADS"),
+        ("PARLEY_DEVICE", "tpu", "PARLEY_DEVICE"),
+        ("PARLEY_TEMPERATURE", "-1", "PARLEY_TEMPERATURE"),
+        ("PARLEY_TOP_P", "0", "PARLEY_TOP_P"),
+        ("PARLEY_CONVERSATION_TTL", "5", "PARLEY_CONVERSATION_TTL"),
+        ("PARLEY_MAX_REPLY_TOKENS", "4096", "PARLEY_MAX_REPLY_TOKENS"),
+    ],
+)
+def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch, var: str, value: str, named: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_reads_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("PARLEY_MODEL=other\nREDIS_URL=redis://example:1/2\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("PARLEY_MODEL", raising=False)
+    s = load_settings()
+    assert s.model == "other"
+    assert s.redis_url == "redis://example:1/2"
+
+
+def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("PARLEY_THREADS=3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PARLEY_THREADS", "1")
+    assert load_settings().threads == 1
