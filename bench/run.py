@@ -20,6 +20,7 @@ rotating order) and the report gives medians. Writes bench/results.json and benc
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.metadata
 import json
@@ -157,12 +158,12 @@ class TorchEngine:
         import transformers
         from transformers import AutoModelForCausalLM
 
-        transformers.logging.set_verbosity_error()
+        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         torch.set_num_threads(threads)
         self.torch = torch
         self.model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        ).eval()
+        ).eval()  # type: ignore[no-untyped-call]
         self.past: Any = None
         self.label = f"transformers {transformers.__version__} + torch {torch.__version__} (fp32, reference)"
 
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fidelity_ids = [encode(m) for m in fidelity_set]
     log(f"prompts: short {len(short)} tokens, long {len(long)} tokens, {len(fidelity_ids)} fidelity prompts")
 
-    factories: list[Callable[[], Engine]] = [lambda info=info: ParleyEngine(info, threads) for info in infos]
+    factories: list[Callable[[], Engine]] = [functools.partial(ParleyEngine, info, threads) for info in infos]
     if not args.skip_llama:
         factories.append(lambda: LlamaEngine(gguf, threads, logits_all=False))
     if not args.skip_torch:

@@ -44,3 +44,12 @@ def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PARLEY_THREADS", "1")
     assert load_settings().threads == 1
+
+
+def test_env_example_documents_every_setting() -> None:
+    from engine.settings import Settings
+
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    for name in Settings.model_fields:
+        env = "REDIS_URL" if name == "redis_url" else f"PARLEY_{name.upper()}"
+        assert f"# {env}=" in example, f"{env} is not documented in .env.example"
