@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -44,13 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve(settings: Settings) -> None:
+    from bots.api import run_api
     from bots.terminal import chat
     from engine.app import open_engine
 
-    print("No front end is configured (set DISCORD_BOT_TOKEN or TELEGRAM_BOT_TOKEN): starting the terminal chat.")
     async with open_engine(settings) as engine:
-        await chat(engine, conversation=None)
+        if settings.api_port:
+            async with run_api(engine, settings) as url:
+                print(f"Parley is serving an OpenAI-compatible API at {url} (Ctrl-C stops it).", flush=True)
+                await _until_signalled()
+        else:
+            print("No front end is configured (set PARLEY_API_PORT, DISCORD_BOT_TOKEN or TELEGRAM_BOT_TOKEN):")
+            print("starting the terminal chat.")
+            await chat(engine, conversation=None)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.errors import InputRejected
+from engine.errors import ContextTooLong, InputRejected
 from engine.keys import ConversationKey
 from engine.model.generator import Delta, Finished, Generator
 from engine.model.registry import LoadedModel
@@ -18,7 +18,7 @@ from engine.model.sampling import SamplingParams
 from engine.prompt import build_prompt
 from engine.settings import Settings
 from engine.store import Store, Turn
-from engine.text import check_input
+from engine.text import check_input, clean_text
 
 log = logging.getLogger(__name__)
 MAX_PERSONA_CHARS = 2000
@@ -131,6 +131,27 @@ class Engine:
             tokens_per_second=finished.tokens_per_second,
             stored=stored,
         )
+
+    async def complete(
+        self, messages: Sequence[Mapping[str, str]], params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> AsyncIterator[Delta | Finished]:
+        """Stateless completion of a whole conversation the caller sends (the HTTP API): nothing is
+        read from or written to the store. Without a system message the configured one is used."""
+        cleaned = [{"role": m["role"], "content": clean_text(m["content"])} for m in messages]
+        if not cleaned:
+            raise InputRejected("messages must not be empty")
+        if cleaned[0]["role"] != "system":
+            cleaned.insert(0, {"role": "system", "content": self.settings.system_prompt})
+        text = self.model.template.render(cleaned, add_generation_prompt=True)
+        ids = self.model.tokenizer.encode(text, add_special_tokens=False).ids
+        room = self.generator.context_tokens - len(ids)
+        if room < 1:
+            raise ContextTooLong(
+                f"the messages take {len(ids)} tokens; the model's context holds {self.generator.context_tokens}"
+            )
+        async for event in self.generator.stream(ids, replace(params, max_tokens=min(params.max_tokens, room)),
+                                                 cancel=cancel):  # fmt: skip
+            yield event
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)

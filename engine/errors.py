@@ -13,6 +13,18 @@ class InputRejected(ParleyError):
     """The request was refused before anything was generated or stored."""
 
 
+class ContextTooLong(InputRejected):
+    """The prompt alone fills the model's context."""
+
+
+class QuotaExceeded(ParleyError):
+    """Too many requests; ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelError(ParleyError):
     """A model cannot be found, imported or loaded."""
 

@@ -9,7 +9,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 PREFIX = "parley"
 
 
-def _quote(part: str) -> str:
+def quote_part(part: str) -> str:
     # Percent-encode everything but a safe set, so no part can forge a separator or a hash-tag brace.
     return _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), part)
 
@@ -34,7 +34,7 @@ class ConversationKey:
     @property
     def id(self) -> str:
         parts = [self.platform, self.chat, self.thread or "-", self.user or "-"]
-        return ":".join(_quote(p) for p in parts)
+        return ":".join(quote_part(p) for p in parts)
 
     def redis_key(self, kind: str) -> str:
         # One hash tag per conversation: all of its keys live in one Redis Cluster slot, so the
@@ -43,7 +43,3 @@ class ConversationKey:
 
     def __str__(self) -> str:
         return self.id
-
-
-def user_usage_key(platform: str, user: str) -> str:
-    return f"{PREFIX}:usage:{_quote(platform)}:{_quote(user)}"

@@ -51,7 +51,20 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(default=4000, ge=1, le=1_000_000)
 
     # Unset: INFO for `parley serve`, WARNING for the terminal commands (their output is the answer).
+    # OpenAI-compatible HTTP API (`parley serve` starts it when a port is set)
+    api_port: int | None = Field(default=None, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    # Comma-separated bearer keys. With none, the API only listens on loopback.
+    api_keys: str = ""
+    api_max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Requests per minute per API key (per client address without keys); 0 = unlimited.
+    api_requests_per_minute: int = Field(default=0, ge=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
     @property
     def models_path(self) -> Path:
@@ -63,6 +76,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"PARLEY_MAX_REPLY_TOKENS ({self.max_reply_tokens}) must be smaller than "
                 f"PARLEY_CONTEXT_TOKENS ({self.context_tokens})"
+            )
+        if self.api_port and not self.api_key_list and self.api_host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(
+                f"PARLEY_API_HOST={self.api_host} would expose the API without keys: set PARLEY_API_KEYS, "
+                "or keep the API on 127.0.0.1"
             )
         return self
 

@@ -75,6 +75,8 @@ class Generator:
         self.runner = runner
         self._jobs: queue.Queue[_Job | object] = queue.Queue(maxsize=max_waiting)
         self._thread: threading.Thread | None = None
+        self.active = False  # a request is being generated
+        self.cancelled = 0  # requests ended early by their caller (metrics; tests)
 
     async def __aenter__(self) -> Generator:
         self._thread = threading.Thread(target=self._work, name="parley-generator", daemon=True)
@@ -127,11 +129,14 @@ class Generator:
             if job.cancel.is_set():
                 job.send(Finished("", "cancelled", len(job.prompt), 0, 0.0, 0.0))
                 continue
+            self.active = True
             try:
                 self._run(job)
             except Exception as exc:
                 log.exception("generation failed")
                 job.send(ModelError(f"generation failed: {type(exc).__name__}"))
+            finally:
+                self.active = False
 
     def _run(self, job: _Job) -> None:
         runner, params = self.runner, job.params
@@ -150,6 +155,7 @@ class Generator:
         while produced < budget:
             if job.cancel.is_set():
                 reason = "cancelled"
+                self.cancelled += 1
                 break
             token = sampler.choose(logits)
             last_at = time.perf_counter()
