@@ -97,3 +97,37 @@ def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
     assert '"requests": 1' in result.stdout
     assert "(conversation reset)" in result.stdout
     assert '"turns": []' in result.stdout
+
+
+def test_serve_runs_the_api_until_sigterm(env: dict[str, str], model: LoadedModel) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve"],
+        env={**env, "PARLEY_API_PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                    assert model.name in r.read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the API did not come up"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert f"http://127.0.0.1:{port}/v1" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
