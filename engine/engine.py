@@ -3,11 +3,13 @@ commands every front end shares (reset, persona, export, usage)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import ContextTooLong, InputRejected
@@ -22,6 +24,21 @@ from engine.text import check_input, clean_text
 
 log = logging.getLogger(__name__)
 MAX_PERSONA_CHARS = 2000
+# Messages that may wait for an answer in progress in the same conversation before new ones are refused.
+MAX_WAITING_PER_CONVERSATION = 2
+
+
+class ConversationBusy(InputRejected):
+    pass
+
+
+@dataclass(eq=False)
+class _Slot:
+    """The answer being written in one conversation, and who waits for it to finish."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+    cancel: threading.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +79,7 @@ class Engine:
         self.store = store
         self.generator = generator
         self.model = model
+        self._slots: dict[str, _Slot] = {}
 
     @property
     def model_name(self) -> str:
@@ -78,15 +96,50 @@ class Engine:
             seed=s.seed,
         )
 
+    @asynccontextmanager
+    async def _one_at_a_time(self, key: ConversationKey, cancel: threading.Event) -> AsyncIterator[None]:
+        """One answer at a time per conversation (the next question must see the previous answer);
+        a few may wait their turn, more are refused."""
+        slot = self._slots.setdefault(key.id, _Slot())
+        if slot.lock.locked() and slot.waiting >= MAX_WAITING_PER_CONVERSATION:
+            raise ConversationBusy("I'm still answering earlier messages here: wait a moment, or /stop that answer")
+        slot.waiting += 1
+        try:
+            async with slot.lock:
+                slot.waiting -= 1
+                slot.cancel = cancel
+                try:
+                    yield
+                finally:
+                    slot.cancel = None
+        finally:
+            if slot.waiting == 0 and not slot.lock.locked():
+                self._slots.pop(key.id, None)
+
+    def stop(self, key: ConversationKey) -> bool:
+        """Cancel the answer being written in a conversation; False when there is none."""
+        slot = self._slots.get(key.id)
+        if slot is None or slot.cancel is None:
+            return False
+        slot.cancel.set()
+        return True
+
     async def chat(self, request: ChatRequest, *, cancel: threading.Event | None = None) -> AsyncIterator[ChatEvent]:
         """Answer one message: Notice*, Delta*, then one Reply. Refusals raise InputRejected before any
         event and store nothing; a message id already answered raises InputRejected too."""
         text = check_input(request.text, max_chars=self.settings.max_input_chars)
-        key = request.key
         params = request.params or self.default_params()
         # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
-        reply_budget = min(params.max_tokens, self.settings.max_reply_tokens)
-        params = replace(params, max_tokens=reply_budget)
+        params = replace(params, max_tokens=min(params.max_tokens, self.settings.max_reply_tokens))
+        cancel = cancel or threading.Event()
+        async with self._one_at_a_time(request.key, cancel):
+            async for event in self._answer(request, text, params, cancel):
+                yield event
+
+    async def _answer(
+        self, request: ChatRequest, text: str, params: SamplingParams, cancel: threading.Event
+    ) -> AsyncIterator[ChatEvent]:
+        key, reply_budget = request.key, params.max_tokens
         if request.message_id and await self.store.seen(key, f"m:{request.message_id}"):
             raise InputRejected("this message was already answered")
         history = await self.store.history(key, self.settings.history_messages)
@@ -122,6 +175,10 @@ class Engine:
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
         )
+        if stored and request.author_id:
+            await self.store.count_person(
+                key.platform, request.author_id, finished.prompt_tokens, finished.completion_tokens
+            )
         yield Reply(
             text=finished.text,
             finish_reason=finished.finish_reason,
@@ -152,6 +209,40 @@ class Engine:
         async for event in self.generator.stream(ids, replace(params, max_tokens=min(params.max_tokens, room)),
                                                  cancel=cancel):  # fmt: skip
             yield event
+
+    async def retry(
+        self, key: ConversationKey, *, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Take back the last answer and answer its question again."""
+        question = await self.store.pop_exchange(key)
+        if question is None:
+            raise InputRejected("there is no earlier question here to answer again")
+        request = ChatRequest(
+            key, question.content, author=question.author, author_id=question.author_id, params=params
+        )
+        async for event in self.chat(request, cancel=cancel):
+            yield event
+
+    async def person_usage(self, platform: str, person: str) -> dict[str, int]:
+        return await self.store.person_usage(platform, person)
+
+    async def forget_person(self, platform: str, person: str, private: ConversationKey | None = None) -> None:
+        """Erase what is stored about a person: their usage and their private conversation."""
+        await self.store.erase_person(platform, person)
+        if private is not None:
+            self.stop(private)
+            await self.store.erase(private)
+
+    async def forget_chat(self, platform: str, chat: str) -> int:
+        """Erase every conversation of a chat (all its threads)."""
+        return await self.store.erase_chat(platform, chat)
+
+    def model_summary(self) -> str:
+        info = self.model.info
+        return (
+            f"{info.name} ({info.precision}, ONNX Runtime on {self.generator.runner.device}, "
+            f"{self.generator.context_tokens}-token context)"
+        )
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)

@@ -43,3 +43,12 @@ class ConversationKey:
 
     def __str__(self) -> str:
         return self.id
+
+
+def person_key(platform: str, person: str, kind: str) -> str:
+    return f"{PREFIX}:person:{{{quote_part(platform)}:{quote_part(person)}}}:{kind}"
+
+
+def chat_pattern(platform: str, chat: str) -> str:
+    """SCAN pattern for every key of every conversation in a chat (quoted parts hold no glob characters)."""
+    return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:*"

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreUnavailable
-from engine.keys import ConversationKey
+from engine.keys import PREFIX, ConversationKey, chat_pattern, person_key
 
 KINDS = ("turns", "seen", "meta", "usage")
 SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
@@ -54,6 +54,27 @@ return 1
 """
 
 
+# Take back the newest exchange (for /retry): an assistant reply if last, then the question before it.
+_POP_EXCHANGE = """
+local last = redis.call('LINDEX', KEYS[1], -1)
+if not last then return false end
+if cjson.decode(last)['role'] == 'assistant' then
+  redis.call('RPOP', KEYS[1])
+  last = redis.call('LINDEX', KEYS[1], -1)
+  if not last then return false end
+end
+if cjson.decode(last)['role'] ~= 'user' then return false end
+return redis.call('RPOP', KEYS[1])
+"""
+
+_PERSON_USAGE = """
+redis.call('HINCRBY', KEYS[1], 'requests', 1)
+redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: str  # "user" or "assistant"
@@ -78,6 +99,8 @@ class Store:
         self.ttl = ttl
         self.window = window
         self._append = redis.register_script(_APPEND)
+        self._pop_exchange = redis.register_script(_POP_EXCHANGE)
+        self._person_usage = redis.register_script(_PERSON_USAGE)
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -120,6 +143,34 @@ class Store:
         n = min(limit or self.window, self.window)
         raw = await self._call(self.redis.lrange(key.redis_key("turns"), -n, -1))
         return [Turn.from_json(r) for r in raw]
+
+    async def pop_exchange(self, key: ConversationKey) -> Turn | None:
+        """Remove the newest question and its answer; the question, or None if there is none."""
+        raw = await self._call(self._pop_exchange(keys=[key.redis_key("turns")]))
+        return Turn.from_json(raw) if raw else None
+
+    async def claim(self, name: str, ttl: int) -> bool:
+        """True the first time ``name`` is claimed within ``ttl`` seconds (dedupe of deliveries)."""
+        return bool(await self._call(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
+
+    async def count_person(self, platform: str, person: str, prompt_tokens: int, completion_tokens: int) -> None:
+        # A person's usage spans conversations, so it lives outside any one conversation's hash tag.
+        keys = [person_key(platform, person, "usage")]
+        await self._call(self._person_usage(keys=keys, args=[prompt_tokens, completion_tokens, self.ttl]))
+
+    async def person_usage(self, platform: str, person: str) -> dict[str, int]:
+        raw = await self._call(self.redis.hgetall(person_key(platform, person, "usage")))
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+    async def erase_person(self, platform: str, person: str) -> None:
+        await self._call(self.redis.delete(person_key(platform, person, "usage")))
+
+    async def erase_chat(self, platform: str, chat: str) -> int:
+        """Erase every conversation of a chat (all its threads, and each person's in it); keys removed."""
+        removed = 0
+        async for found in self.redis.scan_iter(match=chat_pattern(platform, chat), count=500):
+            removed += int(await self._call(self.redis.delete(found)))
+        return removed
 
     async def reset(self, key: ConversationKey) -> None:
         """Forget the turns; the persona stays (it is a setting, not conversation)."""

@@ -119,3 +119,72 @@ async def test_cancelled_reply_keeps_the_partial_answer(engine: Engine, key: Con
     history = await engine.store.history(key)
     assert history[-1].stopped
     assert history[-1].content == reply.text
+
+
+async def test_stop_cancels_the_answer_in_progress(engine: Engine, key: ConversationKey) -> None:
+    assert not engine.stop(key)
+    request = ChatRequest(key, "Tell me a long story about a dragon.", params=SamplingParams(max_tokens=300))
+    reply = None
+    deltas = 0
+    async for event in engine.chat(request):
+        if isinstance(event, Delta):
+            deltas += 1
+            if deltas == 2:
+                assert engine.stop(key)
+        elif isinstance(event, Reply):
+            reply = event
+    assert reply is not None
+    assert reply.finish_reason == "cancelled"
+    assert not engine.stop(key)
+
+
+async def test_one_answer_at_a_time_per_conversation(engine: Engine, key: ConversationKey) -> None:
+    import asyncio
+
+    async def ask(text: str) -> Reply:
+        return (await _run(engine, ChatRequest(key, text, params=SamplingParams(max_tokens=8))))[1]
+
+    first = asyncio.create_task(ask("one"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(ask(t)) for t in ("two", "three")]
+    await asyncio.sleep(0)
+    from engine.engine import ConversationBusy
+
+    with pytest.raises(ConversationBusy, match="still answering"):
+        await ask("four")
+    await asyncio.gather(first, *waiting)
+    # answered in order, each seeing the one before
+    assert [t.content for t in await engine.store.history(key) if t.role == "user"] == ["one", "two", "three"]
+    assert engine._slots == {}
+
+
+async def test_retry_answers_the_last_question_again(engine: Engine, key: ConversationKey) -> None:
+    with pytest.raises(InputRejected, match="no earlier question"):
+        [e async for e in engine.retry(key)]
+    await _run(engine, ChatRequest(key, "Name a colour.", params=SamplingParams(max_tokens=8)))
+    sampled = SamplingParams(max_tokens=8, temperature=1.0, seed=99)
+    events = [e async for e in engine.retry(key, params=sampled)]
+    assert isinstance(events[-1], Reply)
+    history = await engine.store.history(key)
+    assert [t.content for t in history if t.role == "user"] == ["Name a colour."]
+    assert history[-1].content == events[-1].text
+
+
+async def test_person_usage_and_forget(engine: Engine, key: ConversationKey, shared_key: ConversationKey,
+                                       redis: Redis) -> None:  # fmt: skip
+    person = f"p-{key.chat}"
+    await _run(engine, ChatRequest(key, "Hello!", author_id=person, params=SamplingParams(max_tokens=4)))
+    await _run(engine, ChatRequest(shared_key, "Hi all", author_id=person, params=SamplingParams(max_tokens=4)))
+    usage = await engine.person_usage("test", person)
+    assert usage["requests"] == 2
+    await engine.forget_person("test", person, private=key)
+    assert await engine.person_usage("test", person) == {}
+    assert await engine.store.history(key) == []
+    assert await engine.forget_chat("test", shared_key.chat) >= 2
+    assert [k async for k in redis.scan_iter(match=f"*{shared_key.chat}*")] == []
+    assert [k async for k in redis.scan_iter(match=f"*{person}*")] == []
+
+
+def test_model_summary_names_model_and_device(engine: Engine) -> None:
+    assert engine.model.name in engine.model_summary()
+    assert "cpu" in engine.model_summary()
