@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from engine.errors import ConfigError, ParleyError
 from engine.logs import setup_logging
@@ -58,13 +59,20 @@ async def _serve(settings: Settings) -> None:
     from bots.terminal import chat
     from engine.app import open_engine
 
-    async with open_engine(settings) as engine:
+    async with open_engine(settings) as engine, AsyncExitStack() as front_ends:
         if settings.api_port:
-            async with run_api(engine, settings) as url:
-                print(f"Parley is serving an OpenAI-compatible API at {url} (Ctrl-C stops it).", flush=True)
-                await _until_signalled()
+            url = await front_ends.enter_async_context(run_api(engine, settings))
+            print(f"Parley is serving an OpenAI-compatible API at {url}.", flush=True)
+        if settings.telegram_bot_token:
+            from bots.telegram.bot import TelegramBot
+
+            bot = await front_ends.enter_async_context(TelegramBot(engine, settings))
+            print(f"Parley is answering on Telegram as @{bot.app.bot.username}.", flush=True)
+        if settings.api_port or settings.telegram_bot_token:
+            print("Ctrl-C stops it.", flush=True)
+            await _until_signalled()
         else:
-            print("No front end is configured (set PARLEY_API_PORT, DISCORD_BOT_TOKEN or TELEGRAM_BOT_TOKEN):")
+            print("No front end is configured (set PARLEY_API_PORT, TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN):")
             print("starting the terminal chat.")
             await chat(engine, conversation=None)
 
@@ -115,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        setup_logging(settings.log_level or ("INFO" if args.command == "serve" else "WARNING"))
+        setup_logging(settings.log_level or ("INFO" if args.command == "serve" else "WARNING"), settings.secrets())
         if args.command == "model":
             _model_command(args, settings)
         else:

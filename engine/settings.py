@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,7 +60,49 @@ class Settings(BaseSettings):
     # Requests per minute per API key (per client address without keys); 0 = unlimited.
     api_requests_per_minute: int = Field(default=0, ge=0)
 
+    # Telegram front end (served when a token is set)
+    telegram_bot_token: SecretStr | None = Field(default=None, validation_alias="TELEGRAM_BOT_TOKEN")
+    # Bot API server; point it at a self-hosted one (or a test double). The token is appended to it.
+    telegram_base_url: str = Field(default="https://api.telegram.org/bot", validation_alias="TELEGRAM_BASE_URL")
+    # Public HTTPS URL Telegram should POST updates to; unset = long polling.
+    telegram_webhook_url: str | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_URL")
+    # Secret Telegram sends back with every webhook call (unset: a random one per start).
+    telegram_webhook_secret: SecretStr | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
+    # Comma-separated numeric ids; empty = everyone.
+    telegram_allowed_users: str = Field(default="", validation_alias="TELEGRAM_ALLOWED_USERS")
+    telegram_allowed_chats: str = Field(default="", validation_alias="TELEGRAM_ALLOWED_CHATS")
+    # People who may change personas and /forget whole group chats, besides the chats' own admins.
+    telegram_admins: str = Field(default="", validation_alias="TELEGRAM_ADMINS")
+
+    # The project's own HTTP server for webhooks (the API has its own port).
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
+    @staticmethod
+    def _ids(value: str) -> frozenset[int]:
+        return frozenset(int(v) for v in value.replace(" ", "").split(",") if v)
+
+    @property
+    def telegram_allowed_user_ids(self) -> frozenset[int]:
+        return self._ids(self.telegram_allowed_users)
+
+    @property
+    def telegram_allowed_chat_ids(self) -> frozenset[int]:
+        return self._ids(self.telegram_allowed_chats)
+
+    @property
+    def telegram_admin_ids(self) -> frozenset[int]:
+        return self._ids(self.telegram_admins)
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line."""
+        values = [*self.api_key_list]
+        for secret in (self.telegram_bot_token, self.telegram_webhook_secret):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        return values
 
     @property
     def api_key_list(self) -> list[str]:
@@ -77,6 +119,11 @@ class Settings(BaseSettings):
                 f"PARLEY_MAX_REPLY_TOKENS ({self.max_reply_tokens}) must be smaller than "
                 f"PARLEY_CONTEXT_TOKENS ({self.context_tokens})"
             )
+        for name in ("telegram_allowed_users", "telegram_allowed_chats", "telegram_admins"):
+            try:
+                self._ids(getattr(self, name))
+            except ValueError:
+                raise ValueError(f"{name.upper()} must be comma-separated numeric ids") from None
         if self.api_port and not self.api_key_list and self.api_host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(
                 f"PARLEY_API_HOST={self.api_host} would expose the API without keys: set PARLEY_API_KEYS, "
@@ -91,8 +138,9 @@ def _describe(error: ErrorDetails) -> str:
     if not loc:  # a check across several settings names them in its message
         return msg
     field = str(loc[0])
-    name = "REDIS_URL" if field == "redis_url" else f"PARLEY_{field.upper()}"
-    return f"{name}: {msg}"
+    if field not in Settings.model_fields:  # an aliased setting is reported under its variable name
+        return f"{field}: {msg}"
+    return f"PARLEY_{field.upper()}: {msg}"
 
 
 def load_settings(**overrides: object) -> Settings:

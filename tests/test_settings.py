@@ -50,6 +50,7 @@ def test_env_example_documents_every_setting() -> None:
     from engine.settings import Settings
 
     example = (Path(__file__).parent.parent / ".env.example").read_text()
-    for name in Settings.model_fields:
-        env = "REDIS_URL" if name == "redis_url" else f"PARLEY_{name.upper()}"
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias if isinstance(alias, str) else "REDIS_URL" if name == "redis_url" else f"PARLEY_{name.upper()}"
         assert f"# {env}=" in example, f"{env} is not documented in .env.example"

@@ -1,0 +1,403 @@
+"""Parley on Telegram: private chats, groups and forum topics, over polling or a webhook."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from telegram import BotCommand, Chat, Message, Update, User
+from telegram.constants import ChatMemberStatus, ChatType, MessageEntityType
+from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from telegram.request import HTTPXRequest
+
+from bots.streaming import stream_reply
+from bots.telegram.surface import TelegramSurface
+from bots.text.split import split_message, utf16_len
+from engine.engine import ChatEvent, ChatRequest, Engine
+from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
+from engine.keys import ConversationKey
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+TEXT_LIMIT = 4096  # UTF-16 code units, after entity parsing
+# Edits count against Telegram's flood limits: about one message per second in a private chat and
+# twenty per minute in a group.
+PRIVATE_INTERVAL = 1.0
+GROUP_INTERVAL = 3.0
+UPDATE_CLAIM_TTL = 24 * 3600  # Telegram keeps undelivered updates for 24 h
+
+COMMANDS = [
+    ("ask", "Ask me something (in groups: /ask your question)"),
+    ("new", "Start the conversation over"),
+    ("retry", "Answer the last question again"),
+    ("stop", "Stop the answer being written"),
+    ("system", "Show or set this chat's persona"),
+    ("usage", "Your usage"),
+    ("forget", "Erase what I store about you (or, for admins, this group)"),
+    ("model", "Which model answers"),
+    ("help", "How to talk to me"),
+]
+HELP = (
+    "I'm Parley, a chat assistant running its own language model.\n\n"
+    "In a private chat, just write to me. In a group, mention me (@{username}), reply to one of my "
+    "messages, or use /ask. In a forum, each topic is its own conversation.\n\n"
+    + "\n".join(f"/{name} – {text}" for name, text in COMMANDS)  # noqa: RUF001
+)
+
+
+def _split(text: str) -> list[str]:
+    return split_message(text, TEXT_LIMIT, length=utf16_len)
+
+
+def conversation_key(message: Message) -> ConversationKey:
+    chat = message.chat
+    if chat.type == ChatType.PRIVATE:
+        return ConversationKey(PLATFORM, str(chat.id), user=str(message.from_user.id if message.from_user else chat.id))
+    thread = message.message_thread_id if message.is_topic_message else None
+    return ConversationKey(PLATFORM, str(chat.id), thread=str(thread) if thread else None)
+
+
+def _display_name(user: User | None) -> str | None:
+    if user is None:
+        return None
+    return user.full_name or user.username or str(user.id)
+
+
+class TelegramBot:
+    """``async with TelegramBot(engine, settings):`` serves until the block ends."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        private_interval: float = PRIVATE_INTERVAL,
+        group_interval: float = GROUP_INTERVAL,
+    ) -> None:
+        if settings.telegram_bot_token is None:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is not set")
+        self.engine = engine
+        self.settings = settings
+        self.intervals = {True: private_interval, False: group_interval}
+        self.webhook_secret = (
+            settings.telegram_webhook_secret.get_secret_value()
+            if settings.telegram_webhook_secret
+            else secrets.token_urlsafe(32)
+        )
+        self.app = self._build(settings.telegram_bot_token.get_secret_value())
+        self.webhook_url: str | None = None  # where the webhook listens, once started
+
+    def _build(self, token: str) -> Application[Any, Any, Any, Any, Any, Any]:
+        # Our own request objects, so they can be closed even when initialisation fails (PTB only closes
+        # them in shutdown(), which does nothing for an application that never initialised).
+        self._requests = [HTTPXRequest(connection_pool_size=64), HTTPXRequest()]
+        builder = (
+            ApplicationBuilder()
+            .token(token)
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
+            .base_url(self.settings.telegram_base_url)
+            .base_file_url(self.settings.telegram_base_url.replace("/bot", "/file/bot"))
+            .rate_limiter(AIORateLimiter(max_retries=5))
+            .concurrent_updates(256)  # many chats at once; the engine keeps each conversation in order
+        )
+        app = builder.build()
+        app.add_handler(TypeHandler(Update, self._gate), group=-1)
+        handlers: dict[str, Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]] = {
+            "start": self._help,
+            "help": self._help,
+            "ask": self._ask,
+            "new": self._new,
+            "retry": self._retry,
+            "stop": self._stop,
+            "system": self._system,
+            "usage": self._usage,
+            "forget": self._forget,
+            "model": self._model,
+        }
+        for name, callback in handlers.items():
+            app.add_handler(CommandHandler(name, callback))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._message))
+        app.add_error_handler(self._on_error)
+        return app
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TelegramBot:
+        self._stack = AsyncExitStack()
+        try:
+            await self.app.initialize()
+        except BaseException as exc:
+            for request in self._requests:
+                await request.shutdown()
+            if isinstance(exc, InvalidToken):
+                raise ConfigError("Telegram rejected TELEGRAM_BOT_TOKEN (401 Unauthorized): check the token") from None
+            raise
+        self._stack.push_async_callback(self.app.shutdown)
+        await self.app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        await self.app.start()
+        self._stack.push_async_callback(self.app.stop)
+        if self.settings.telegram_webhook_url:
+            await self._stack.enter_async_context(self._webhook(self.settings.telegram_webhook_url))
+        else:
+            assert self.app.updater is not None
+            await self.app.bot.delete_webhook()  # polling and a webhook are exclusive (409 otherwise)
+            await self.app.updater.start_polling(
+                poll_interval=0, timeout=10, allowed_updates=Update.ALL_TYPES, error_callback=self._polling_error
+            )
+            self._stack.push_async_callback(self.app.updater.stop)
+        log.info("Telegram bot @%s is serving (%s)", self.app.bot.username,
+                 "webhook" if self.webhook_url else "polling")  # fmt: skip
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def _polling_error(self, exc: TelegramError) -> None:
+        log.warning("Telegram polling error: %s", exc)
+
+    @asynccontextmanager
+    async def _webhook(self, public_url: str) -> AsyncIterator[None]:
+        """Updates POSTed by Telegram to the project's own aiohttp server, the secret checked first."""
+        path = urlsplit(public_url).path or "/"
+        expected = self.webhook_secret.encode()
+
+        async def receive(request: web.Request) -> web.Response:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.Response(status=403, text="forbidden")
+            try:
+                update = Update.de_json(await request.json(loads=json.loads), self.app.bot)
+            except (ValueError, TypeError, KeyError):
+                return web.Response(status=400, text="bad update")
+            await self.app.update_queue.put(update)
+            return web.Response(text="ok")
+
+        web_app = web.Application(client_max_size=1 << 20)
+        web_app.router.add_post(path, receive)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        self.webhook_url = f"http://{host}:{port}{path}"
+        try:
+            await self.app.bot.set_webhook(
+                public_url, secret_token=self.webhook_secret, allowed_updates=Update.ALL_TYPES
+            )
+            yield
+        finally:
+            await runner.cleanup()
+
+    # --- who may talk, and what is for us ---------------------------------------------------------
+
+    async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Runs before every handler: drops a redelivered update and people outside the access lists."""
+        if not await self.engine.store.claim(f"tg:{self.app.bot.id}:update:{update.update_id}", UPDATE_CLAIM_TTL):
+            log.info("update %s delivered again; already handled", update.update_id)
+            raise ApplicationHandlerStop
+        user, chat = update.effective_user, update.effective_chat
+        users, chats = self.settings.telegram_allowed_user_ids, self.settings.telegram_allowed_chat_ids
+        allowed = (not users or (user is not None and user.id in users)) and (
+            not chats or (chat is not None and chat.id in chats)
+        )
+        if allowed or self._is_listed_admin(user):
+            return
+        message = update.effective_message
+        if message is not None and self._addressed(message) is not None:
+            await message.reply_text("Sorry, I'm a private assistant and can't answer here.")
+        raise ApplicationHandlerStop
+
+    def _is_listed_admin(self, user: User | None) -> bool:
+        return user is not None and user.id in self.settings.telegram_admin_ids
+
+    async def _is_admin(self, message: Message) -> bool:
+        if message.chat.type == ChatType.PRIVATE or self._is_listed_admin(message.from_user):
+            return True
+        if message.from_user is None:
+            return False
+        member = await message.chat.get_member(message.from_user.id)
+        return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+    def _addressed(self, message: Message) -> str | None:
+        """The text meant for the bot, or None when a group message is not for it."""
+        text = message.text or ""
+        if message.chat.type == ChatType.PRIVATE:
+            return text
+        me = self.app.bot
+        replied = message.reply_to_message
+        # In forums every message "replies" to the topic's first message; that is not a reply to us.
+        topic_root = (
+            message.is_topic_message and replied is not None and replied.message_id == message.message_thread_id
+        )
+        if replied is not None and replied.from_user is not None and replied.from_user.id == me.id and not topic_root:
+            return text
+        mention = f"@{me.username}".lower()
+        for entity, value in message.parse_entities([MessageEntityType.MENTION]).items():
+            if value.lower() == mention:
+                start, end = entity.offset, entity.offset + entity.length
+                utf16 = text.encode("utf-16-le")
+                return (utf16[: start * 2] + utf16[end * 2 :]).decode("utf-16-le").strip()
+        return None
+
+    # --- answering --------------------------------------------------------------------------------
+
+    async def _answer(self, message: Message, events: AsyncIterator[ChatEvent]) -> None:
+        private = message.chat.type == ChatType.PRIVATE
+        surface = TelegramSurface(
+            self.app.bot,
+            message.chat.id,
+            thread_id=message.message_thread_id if message.is_topic_message else None,
+            reply_to=None if private else message.message_id,
+            draft_id=message.message_id if private else None,
+        )
+        try:
+            await stream_reply(events, surface, split=_split, interval=self.intervals[private])
+        except StoreUnavailable:
+            await self._say(message, "My memory is temporarily unavailable; please try again in a moment.")
+        except InputRejected as exc:
+            await self._say(message, f"Sorry: {exc}.")
+        except ParleyError as exc:
+            await self._say(message, f"Sorry, something went wrong: {exc}.")
+
+    async def _say(self, message: Message, text: str) -> None:
+        try:
+            await message.reply_text(text, do_quote=message.chat.type != ChatType.PRIVATE)
+        except Forbidden:
+            log.info("cannot write to chat %s (blocked or removed)", message.chat.id)
+
+    def _request(self, message: Message, text: str) -> ChatRequest:
+        return ChatRequest(
+            key=conversation_key(message),
+            text=text,
+            author=_display_name(message.from_user),
+            author_id=str(message.from_user.id) if message.from_user else None,
+            message_id=f"{message.chat.id}:{message.message_id}",
+        )
+
+    async def _message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        text = self._addressed(message)
+        if text is None:
+            return  # group chatter not meant for us
+        await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    async def _ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        text = " ".join(context.args or [])
+        if not text.strip():
+            await self._say(message, "Ask me something after the command, like: /ask What is a black hole?")
+            return
+        await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    async def _retry(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._answer(message, self.engine.retry(conversation_key(message)))
+
+    async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._say(message, HELP.format(username=self.app.bot.username))
+
+    async def _new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._guarded(message, self._do_new(message))
+
+    async def _do_new(self, message: Message) -> None:
+        await self.engine.reset(conversation_key(message))
+        await self._say(message, "Started over: I've forgotten our earlier messages here.")
+
+    async def _stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            stopped = self.engine.stop(conversation_key(message))
+            await self._say(message, "Stopped." if stopped else "I'm not writing anything right now.")
+
+    async def _system(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._guarded(message, self._do_system(message, " ".join(context.args or [])))
+
+    async def _do_system(self, message: Message, text: str) -> None:
+        key = conversation_key(message)
+        if not text.strip():
+            await self._say(message, f"This chat's persona:\n{await self.engine.persona(key)}")
+            return
+        if not await self._is_admin(message):
+            await self._say(message, "Only the group's admins can change the persona here.")
+            return
+        persona = await self.engine.set_persona(key, None if text.strip() == "-" else text)
+        await self._say(message, f"Persona set:\n{persona}")
+
+    async def _usage(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None and message.from_user is not None:
+            await self._guarded(message, self._do_usage(message, message.from_user))
+
+    async def _do_usage(self, message: Message, user: User) -> None:
+        u = await self.engine.person_usage(PLATFORM, str(user.id))
+        await self._say(
+            message,
+            f"Your usage: {u.get('requests', 0)} requests, {u.get('prompt_tokens', 0)} prompt tokens, "
+            f"{u.get('completion_tokens', 0)} reply tokens.",
+        )
+
+    async def _forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None and message.from_user is not None:
+            await self._guarded(message, self._do_forget(message, message.from_user))
+
+    async def _do_forget(self, message: Message, user: User) -> None:
+        chat: Chat = message.chat
+        if chat.type == ChatType.PRIVATE:
+            await self.engine.forget_person(PLATFORM, str(user.id), private=conversation_key(message))
+            await self._say(message, "Done: I've erased our conversation and your usage.")
+        elif await self._is_admin(message):
+            await self.engine.forget_person(PLATFORM, str(user.id))
+            await self.engine.forget_chat(PLATFORM, str(chat.id))
+            await self._say(message, "Done: I've erased every conversation of this group.")
+        else:
+            await self.engine.forget_person(PLATFORM, str(user.id))
+            await self._say(
+                message,
+                "Done: I've erased your usage. This group's conversation is shared; an admin can /forget it.",
+            )
+
+    async def _model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._say(message, f"Answering with {self.engine.model_summary()}.")
+
+    async def _guarded(self, message: Message, action: Coroutine[Any, Any, None]) -> None:
+        try:
+            await action
+        except StoreUnavailable:
+            await self._say(message, "My memory is temporarily unavailable; please try again in a moment.")
+        except InputRejected as exc:
+            await self._say(message, f"Sorry: {exc}.")
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if isinstance(context.error, RetryAfter | Forbidden):
+            log.info("Telegram refused a call: %s", context.error)
+            return
+        log.error("error while handling a Telegram update", exc_info=context.error)

@@ -1,0 +1,314 @@
+"""Parley on Telegram, driven the way people use it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import SecretStr
+
+from bots.telegram.bot import TelegramBot
+from engine.engine import Engine
+from engine.errors import ConfigError
+from engine.keys import ConversationKey
+from engine.settings import Settings
+from tests.fakes.generator import ScriptedGenerator
+from tests.fakes.telegram import FakeTelegram, random_token
+
+
+async def test_private_conversation_keeps_context(
+    tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator
+) -> None:
+    ann = tg.user("Ann", "ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "Hello there")
+    await tg.wait_for_message(chat, "echo 1: Hello there")
+    tg.user_says(chat, ann, "And again")
+    await tg.wait_for_message(chat, "echo 2: And again")
+    # the second prompt carried the first exchange
+    assert "Hello there" in scripted.prompts[-1]
+    assert "echo 1: Hello there" in scripted.prompts[-1]
+    # streamed as drafts in the private chat, then sent for real; typing shown meanwhile
+    assert tg.drafts
+    assert all(d.chat_id == chat["id"] for d in tg.drafts)
+    assert any(a.action == "typing" for a in tg.chat_actions)
+    assert len(tg.messages(chat)) == 2
+
+
+async def test_real_model_answers_in_telegram_html(
+    tg: FakeTelegram, real_engine: Engine, tg_settings: Settings
+) -> None:
+    async with TelegramBot(real_engine, tg_settings, private_interval=0.2):
+        bob = tg.user("Bob")
+        chat = tg.private_chat(bob)
+        tg.user_says(chat, bob, "What is the capital of France? Answer in one sentence.")
+        try:
+            message = await tg.wait_for_message(chat, "Paris", timeout=60)
+        except AssertionError:
+            print([(c.method, str(c.params)[:200]) for c in tg.calls])
+            raise
+        assert message.parse_mode == "HTML"
+
+
+async def test_group_answers_mentions_replies_and_ask_only(tg_settings: Settings, fast_engine: Engine) -> None:
+    async with FakeTelegram(token=random_token(), privacy_mode=False) as tg:
+        settings = tg_settings.model_copy(
+            update={"telegram_bot_token": SecretStr(tg.token), "telegram_base_url": tg.base_url}
+        )
+        async with TelegramBot(fast_engine, settings, private_interval=0.02, group_interval=0.02):
+            ann, bob = tg.user("Ann"), tg.user("Bob")
+            group = tg.group("Friends", supergroup=True)
+            tg.user_says(group, ann, "just chatting among ourselves")
+            tg.user_says(group, bob, "@parley_test_bot what do you think?")
+            first = await tg.wait_for_message(group, "what do you think?")
+            assert "@parley_test_bot" not in first.text
+            assert first.reply_to_message_id is not None
+            tg.user_says(group, ann, "and you?", reply_to=first.message_id)
+            await tg.wait_for_message(group, "echo 2: Ann: and you?")
+            tg.user_says(group, bob, "/ask is this working")
+            await tg.wait_for_message(group, "is this working")
+            await tg.wait_for_idle()
+            # the chatter was never answered, and the model sees speakers' names in the group
+            assert not any("among ourselves" in m.text for m in tg.messages(group))
+            assert len(tg.messages(group)) == 3
+            tg.assert_all_implemented()
+
+
+async def test_forum_topics_are_separate_conversations(tg: FakeTelegram, bot: TelegramBot) -> None:
+    ann = tg.user("Ann")
+    forum = tg.group("Forum", forum=True)
+    topic_a, topic_b = tg.create_topic(forum, "A", by=ann), tg.create_topic(forum, "B", by=ann)
+    tg.user_says(forum, ann, "/ask first in A", thread_id=topic_a)
+    await tg.wait_for_message(forum, "echo 1: Ann: first in A", thread_id=topic_a)
+    tg.user_says(forum, ann, "/ask first in B", thread_id=topic_b)
+    await tg.wait_for_message(forum, "echo 1: Ann: first in B", thread_id=topic_b)
+    tg.user_says(forum, ann, "/ask second in A", thread_id=topic_a)
+    await tg.wait_for_message(forum, "echo 2: Ann: second in A", thread_id=topic_a)
+    assert all(m.thread_id in (topic_a, topic_b) for m in tg.messages(forum))
+
+
+async def test_commands(tg: FakeTelegram, bot: TelegramBot, fast_engine: Engine) -> None:
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    registered = {c["command"] for c in tg.calls_to("setMyCommands")[0]["commands"]}
+    assert {"ask", "new", "retry", "stop", "system", "usage", "forget", "model", "help"} <= registered
+
+    async def say(text: str, expect: str) -> str:
+        tg.user_says(chat, ann, text)
+        return (await tg.wait_for_message(chat, expect)).text
+
+    assert "/ask" in await say("/start", "I'm Parley")
+    await say("/help", "/retry")
+    await say("/ask", "Ask me something after the command")
+    await say("/model", fast_engine.model.name)
+    await say("/system You are a pirate.", "Persona set")
+    await say("/system", "You are a pirate.")
+    assert "You are a pirate." in "".join(m.text for m in tg.messages(chat))
+    await say("hello", "echo 1: hello")
+    assert "You are a pirate." in fast_engine.generator.prompts[-1]  # type: ignore[attr-defined]
+    tg.user_says(chat, ann, "/retry")
+    await tg.wait_for(lambda: sum("echo 1: hello" in m.text for m in tg.messages(chat)) == 2)
+    await say("/usage", "2 requests")
+    await say("/stop", "not writing anything")
+    await say("/new", "Started over")
+    await say("again", "echo 1: again")
+    await say("/forget", "erased our conversation")
+    assert await fast_engine.person_usage("telegram", str(ann["id"])) == {}
+
+
+async def test_stop_cancels_a_long_answer(tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator) -> None:
+    scripted.script = lambda users: "word " * 2000
+    scripted.delay = 0.01
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "talk a lot")
+    await tg.wait_for(lambda: tg.drafts)
+    tg.user_says(chat, ann, "/stop")
+    await tg.wait_for_message(chat, "Stopped.")
+    reply = await tg.wait_for_message(chat, "(stopped)")
+    assert reply.text.count("word") < 2000
+    assert scripted.cancelled == 1
+
+
+async def test_group_persona_is_admin_only(tg: FakeTelegram, bot: TelegramBot) -> None:
+    boss, ann = tg.user("Boss"), tg.user("Ann")
+    group = tg.group("Team", supergroup=True, owner=boss)
+    tg.user_says(group, ann, "/system You are evil.")
+    await tg.wait_for_message(group, "Only the group's admins")
+    tg.user_says(group, boss, "/system You are kind.")
+    await tg.wait_for_message(group, "Persona set")
+    tg.user_says(group, ann, "/forget")
+    await tg.wait_for_message(group, "an admin can /forget it")
+
+
+LONG_REPLY = (
+    "Here is the plan.\n\n" + "A paragraph of prose that goes on. " * 60 + "\n\n```python\n"
+    + "\n".join(f"print('line {i}')  # a fairly long line of code to fill the block" for i in range(120))
+    + "\n```\n\nAnd a closing remark with **bold**."
+)  # fmt: skip
+
+
+async def test_long_reply_is_split_without_breaking_code(tg: FakeTelegram, bot: TelegramBot,
+                                                         scripted: ScriptedGenerator) -> None:  # fmt: skip
+    scripted.script = lambda users: LONG_REPLY
+    scripted.piece = 400
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "give me the long plan")
+    await tg.wait_for_message(chat, "closing remark")
+    await tg.wait_for_idle()
+    messages = tg.messages(chat)
+    assert len(messages) >= 3
+    for m in messages:
+        assert len(m.text.encode("utf-16-le")) // 2 <= 4096
+        assert m.parse_mode == "HTML"
+        assert m.raw_text.count("<pre>") == m.raw_text.count("</pre>")
+    shown = "".join(m.text for m in messages)
+    for i in range(120):
+        assert f"print('line {i}')" in shown
+    assert shown.index("Here is the plan") < shown.index("line 0") < shown.index("line 119") < shown.index("closing")
+
+
+HOSTILE = "_*[]()~`>#+-=|{}.!\n<b>not a tag</b> & <script>x</script> @everyone\n```\nunclosed fence *bold"
+
+
+async def test_hostile_formatting_never_breaks_delivery(tg: FakeTelegram, bot: TelegramBot,
+                                                        scripted: ScriptedGenerator) -> None:  # fmt: skip
+    scripted.script = lambda users: HOSTILE
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "be nasty")
+    message = await tg.wait_for_message(chat, "unclosed fence")
+    assert "<b>not a tag</b>" in message.text  # shown literally, not interpreted
+    # Telegram rejecting the entities anyway: the reply still arrives, as plain text
+    tg.fail_next("sendMessage", 400, description="Bad Request: can't parse entities: unsupported start tag")
+    tg.user_says(chat, ann, "again")
+    await tg.wait_for(lambda: len(tg.messages(chat)) == 2)
+    last = tg.messages(chat)[-1]
+    assert last.parse_mode is None
+    assert "unclosed fence" in last.text
+
+
+async def test_flood_limit_mid_stream_is_waited_out(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine,
+                                                    scripted: ScriptedGenerator) -> None:  # fmt: skip
+    # A group allows about 20 messages a minute (edits included): stream at a pace that fits it.
+    scripted.script = lambda users: " ".join(f"w{i}" for i in range(200))
+    scripted.delay = 0.02
+    async with TelegramBot(fast_engine, tg_settings, private_interval=0.02, group_interval=0.5):
+        ann = tg.user("Ann")
+        group = tg.group("G", supergroup=True)
+        tg.fail_next("editMessageText", 429, retry_after=1)
+        tg.user_says(group, ann, "/ask count")
+        message = await tg.wait_for_message(group, "w199", timeout=30)
+        assert message.text.split() == [f"w{i}" for i in range(200)]
+        assert len(tg.calls_to("editMessageText")) >= 2  # the refused edit, retried, and later ones
+        # private chats stream by drafts: a 429 there is waited out too
+        chat = tg.private_chat(ann)
+        tg.fail_next("sendMessageDraft", 429, retry_after=1)
+        tg.user_says(chat, ann, "count again")
+        message = await tg.wait_for_message(chat, "w199", timeout=30)
+        assert message.text.split() == [f"w{i}" for i in range(200)]
+
+
+async def test_duplicate_update_is_answered_once(tg: FakeTelegram, bot: TelegramBot) -> None:
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    update = tg.user_says(chat, ann, "only once please", enqueue=False)
+    tg.push_update(update)
+    await tg.wait_for_message(chat, "only once please")
+    tg.push_update(update)
+    tg.user_says(chat, ann, "next")
+    await tg.wait_for_message(chat, "next")
+    await tg.wait_for_idle()
+    assert sum("only once please" in m.text for m in tg.messages(chat)) == 1
+
+
+async def test_webhook_mode_checks_the_secret(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
+    settings = tg_settings.model_copy(
+        update={"telegram_webhook_url": "https://parley.example/tg/hook", "http_host": "127.0.0.1",
+                "telegram_webhook_secret": SecretStr("s3cret-Value")}
+    )  # fmt: skip
+    async with TelegramBot(fast_engine, settings, private_interval=0.02) as bot:
+        assert tg.webhook is not None
+        assert tg.webhook["url"] == "https://parley.example/tg/hook"
+        assert bot.webhook_url is not None
+        tg.webhook["url"] = bot.webhook_url  # Telegram would reach the public URL; the fake uses the local one
+        ann = tg.user("Ann")
+        chat = tg.private_chat(ann)
+        good = tg.user_says(chat, ann, "via webhook", enqueue=False)
+        assert await tg.deliver_webhook(good) == 200
+        await tg.wait_for_message(chat, "echo 1: via webhook")
+        bad = tg.user_says(chat, ann, "forged", enqueue=False)
+        assert await tg.deliver_webhook(bad, secret_token="wrong") == 403
+        assert await tg.deliver_webhook(bad, secret_token=None) == 403
+        await tg.wait_for_idle()
+        assert not any("forged" in m.text for m in tg.messages(chat))
+    assert not tg.calls_to("getUpdates")
+
+
+async def test_restart_between_messages_keeps_context(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine,
+                                                      scripted: ScriptedGenerator) -> None:  # fmt: skip
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    async with TelegramBot(fast_engine, tg_settings, private_interval=0.02):
+        tg.user_says(chat, ann, "remember me")
+        await tg.wait_for_message(chat, "echo 1: remember me")
+    async with TelegramBot(fast_engine, tg_settings, private_interval=0.02):
+        tg.user_says(chat, ann, "still there?")
+        await tg.wait_for_message(chat, "echo 2: still there?")
+    assert "remember me" in scripted.prompts[-1]
+
+
+async def test_two_chats_at_once(tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator) -> None:
+    scripted.delay = 0.02
+    ann, bob = tg.user("Ann"), tg.user("Bob")
+    a, b = tg.private_chat(ann), tg.private_chat(bob)
+    tg.user_says(a, ann, "from ann")
+    tg.user_says(b, bob, "from bob")
+    await asyncio.gather(tg.wait_for_message(a, "echo 1: from ann"), tg.wait_for_message(b, "echo 1: from bob"))
+    assert not any("bob" in m.text for m in tg.messages(a))
+
+
+async def test_invalid_token_stops_with_a_clear_message(tg: FakeTelegram, tg_settings: Settings,
+                                                        fast_engine: Engine) -> None:  # fmt: skip
+    wrong = "999999:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    settings = tg_settings.model_copy(update={"telegram_bot_token": SecretStr(wrong)})
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN") as err:
+        async with TelegramBot(fast_engine, settings):
+            pass
+    assert wrong not in str(err.value)
+
+
+async def test_access_lists_refuse_politely(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
+    ann, eve = tg.user("Ann"), tg.user("Eve")
+    settings = tg_settings.model_copy(update={"telegram_allowed_users": str(ann["id"])})
+    async with TelegramBot(fast_engine, settings, private_interval=0.02):
+        tg.user_says(tg.private_chat(eve), eve, "let me in")
+        await tg.wait_for_message(tg.private_chat(eve), "private assistant")
+        tg.user_says(tg.private_chat(ann), ann, "hi")
+        await tg.wait_for_message(tg.private_chat(ann), "echo 1: hi")
+    assert not any("let me in" in m.text for m in tg.messages(tg.private_chat(eve)))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("x" * 5000, "limit is 4000 characters"), ("\u200b\u200b", "empty")],
+)
+async def test_bad_input_gets_a_clear_refusal(tg: FakeTelegram, bot: TelegramBot, fast_engine: Engine, text: str,
+                                              expected: str) -> None:  # fmt: skip
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, text)
+    await tg.wait_for_message(chat, expected)
+    key = ConversationKey("telegram", str(chat["id"]), user=str(ann["id"]))
+    assert await fast_engine.store.history(key) == []  # nothing stored from a refused message
+
+
+async def test_malformed_updates_do_not_stop_the_bot(tg: FakeTelegram, bot: TelegramBot) -> None:
+    tg.push_update({"message": {"message_id": 1, "chat": {"id": 5, "type": "private"}, "date": 0}})  # no text, no from
+    tg.push_update({"edited_message": {"message_id": 2, "chat": {"id": 5, "type": "private"}, "date": 0, "text": "x"}})
+    tg.push_update({"unknown_kind": {"x": 1}})
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "still alive?")
+    await tg.wait_for_message(chat, "echo 1: still alive?")
