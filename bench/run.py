@@ -23,6 +23,7 @@ import argparse
 import functools
 import gc
 import importlib.metadata
+import inspect
 import json
 import os
 import platform
@@ -110,11 +111,14 @@ class ParleyEngine:
 
 
 class LlamaEngine:
+    """llama-cpp-python, imported lazily: it is the optional ``bench`` extra."""
+
     kind = "llama.cpp"
 
     def __init__(self, gguf: Path, threads: int, *, logits_all: bool) -> None:
         import llama_cpp
 
+        self.lib = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
             n_ctx=MAX_LEN,
@@ -124,13 +128,17 @@ class LlamaEngine:
             logits_all=logits_all,  # only for teacher forcing: computing every row slows the prefill
             verbose=False,
         )
+        self.n_vocab = self.llm.n_vocab()
         self.label = f"llama.cpp {llama_cpp.__version__} ({gguf.name.rsplit('.', 2)[-2]})"
 
     def _last(self) -> int:
-        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        # Without logits_all, eval() no longer copies logits into self.scores (sampling moved into the C
+        # sampler): read the last row straight from the context.
+        row = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(row, shape=(self.n_vocab,))))
 
     def prefill(self, ids: Ids) -> int:
-        self.llm.reset()  # n_tokens = 0: eval() then drops the stale KV cells itself
+        self.llm.reset()  # type: ignore[no-untyped-call]  # n_tokens = 0: eval() then drops stale KV cells
         self.llm.eval(ids)
         return self._last()
 
@@ -139,7 +147,7 @@ class LlamaEngine:
         return self._last()
 
     def teacher_forced_argmax(self, ids: Ids) -> npt.NDArray[np.int64]:
-        self.llm.reset()
+        self.llm.reset()  # type: ignore[no-untyped-call]
         self.llm.eval(ids)
         return np.asarray(self.llm.scores[: len(ids)].argmax(axis=-1), dtype=np.int64)
 
@@ -165,13 +173,18 @@ class TorchEngine:
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         ).eval()  # type: ignore[no-untyped-call]
         self.past: Any = None
+        # transformers 5.x renamed past_key_values to cache (the old name warns); take whichever this one has.
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.label = f"transformers {transformers.__version__} + torch {torch.__version__} (fp32, reference)"
 
     def _run(self, ids: Ids, past: Any) -> int:
         with self.torch.inference_mode():
             # logits_to_keep=1: like generate(), only the last position goes through the LM head.
-            out = self.model(input_ids=self.torch.tensor([ids]), past_key_values=past, use_cache=True, logits_to_keep=1)
-        self.past = out.past_key_values
+            out = self.model(
+                input_ids=self.torch.tensor([ids]), use_cache=True, logits_to_keep=1, **{self.cache_arg: past}
+            )
+        self.past = out[self.cache_arg]
         return int(out.logits[0, -1].argmax())
 
     def prefill(self, ids: Ids) -> int:
@@ -330,7 +343,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; onnxruntime {v['onnxruntime']}, "
         f"llama-cpp-python {v['llama_cpp_python']}, torch {v['torch']}, transformers {v['transformers']}. "
-        f"{results['date']}, {results['duration_s']:.0f} s{' (quick run)' if cfg['quick'] else ''}.",
+        f"{results['date']}, {results['duration_s']:.0f} s{' (quick run)' if cfg['quick'] else ''}; "
+        "1-min load average before / after: {:.1f} / {:.1f}.".format(*m["loadavg_1m_before_after"]),
         "",
         f"Model: {cfg['gguf']} (all engines; Parley and transformers on its dequantised weights). Greedy, batch 1, "
         f"medians of {cfg['repeats']} interleaved repeats. Decode: {DECODE_TOKENS} tokens after the short prompt. "
@@ -369,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.settings import load_settings
 
     started = time.monotonic()
+    # Other work on a 2-core machine skews every number: record the load around the run to judge that.
+    load_before = os.getloadavg()
     threads = os.cpu_count() or 1
     settings = load_settings()
     gguf = builtin_gguf()
@@ -488,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "duration_s": time.monotonic() - started,
-        "machine": machine_info(threads),
+        "machine": {**machine_info(threads), "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]]},
         "config": {
             "quick": args.quick,
             "repeats": repeats,
