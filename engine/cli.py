@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     imp = msub.add_parser("import", help="convert a GGUF file, a Hugging Face folder or a hub id to ONNX")
     imp.add_argument("source", help="path to a .gguf file or model folder, a hub id (org/name), or builtin:smollm2")
     imp.add_argument("--name", help="name of the model folder (default: from the source)")
-    imp.add_argument("--precision", default=None, help="fp32 (exact), int8, int4, or fp16 for CUDA")
+    imp.add_argument(
+        "--precision",
+        default=None,
+        help="q4_1-exact (a Q4_1 GGUF's own blocks; the default where it applies), fp32 (the default otherwise), "
+        "int8, int4, or fp16 for CUDA",
+    )
     imp.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     imp.add_argument("--force", action="store_true", help="re-import even if the folder exists")
     msub.add_parser("list", help="list imported models")
@@ -102,7 +107,7 @@ def _model_command(args: argparse.Namespace, settings: Settings) -> None:
             args.source,
             settings.models_path,
             name=args.name,
-            precision=args.precision or importer.DEFAULT_PRECISION,
+            precision=args.precision,
             device=args.device,
             force=args.force,
         )

@@ -79,7 +79,8 @@ def model(models_dir: Path) -> LoadedModel:
 def fp32_model(models_dir: Path, model: LoadedModel) -> LoadedModel:
     if DEFAULT_PRECISION == "fp32":
         return model
-    info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-fp32", precision="fp32")
+    info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-fp32", precision="fp32",
+                        progress=lambda _: None)  # fmt: skip
     return load_model(info.path)
 
 

@@ -14,7 +14,8 @@ from engine.errors import ModelError
 from engine.model.template import ChatTemplate
 
 MANIFEST = "parley-model.json"
-FORMAT_VERSION = 1
+# 2: graphs take logit_positions (logits only where asked). Older folders still load and run.
+FORMAT_VERSION = 2
 # Everything serving needs; the manifest records a size and checksum for each.
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "chat_template.jinja", "genai_config.json")
 # Graph weights are large: their size is checked on every load, the checksum by `parley model verify`.

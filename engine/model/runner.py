@@ -17,6 +17,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from engine.errors import ModelError
+from engine.model.graph import LOGIT_POSITIONS
 from engine.model.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class OnnxRunner:
         if "input_ids" not in inputs or past0 not in inputs:
             raise ModelError(f"{model.info.path} is not a decoder graph with a KV cache")
         self.kv_dtype = _ORT_DTYPES.get(inputs[past0].type, np.float32)
+        # Graphs imported by Parley compute logits only at the positions asked for (see graph.py).
+        self._selects_logits = LOGIT_POSITIONS in inputs
         self._ort_device = "cuda" if self.device == "cuda" else "cpu"
         shape = (1, cfg.num_kv_heads, self.max_len, cfg.head_size)
         self._binding = self.session.io_binding()
@@ -87,6 +90,9 @@ class OnnxRunner:
         b = self._binding
         b.bind_cpu_input("input_ids", token_ids.reshape(1, n))
         b.bind_cpu_input("attention_mask", np.ones((1, self.length + n), dtype=np.int64))
+        if self._selects_logits:
+            positions = np.arange(n, dtype=np.int64) if all_logits else np.array([n - 1], dtype=np.int64)
+            b.bind_cpu_input(LOGIT_POSITIONS, positions.reshape(1, -1))
         # Logits change shape with n, so they are re-bound on every call.
         b.bind_output("logits", "cpu")
         self.session.run_with_iobinding(b)

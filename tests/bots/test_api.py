@@ -232,21 +232,27 @@ async def test_rate_limit_is_429_with_retry_after(engine: Engine, settings: Sett
 
 
 async def test_busy_model_is_503(settings: Settings, store: Store, model: LoadedModel) -> None:
-    runner = OnnxRunner(model, device="cpu", max_len=512)
+    runner = OnnxRunner(model, device="cpu", max_len=1024)
     async with Generator(runner, max_waiting=1) as gen:
         engine = Engine(_settings(settings), store, gen, model)
         async with run_api(engine, engine.settings) as url, AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0) as c:
-            long = [
-                asyncio.create_task(
-                    c.chat.completions.create(model=model.name, messages=STORY, max_tokens=60)  # type: ignore[arg-type]
-                )
-                for _ in range(2)
-            ]
-            await asyncio.sleep(1.0)  # one runs, one waits: the queue is full
+            running = await c.chat.completions.create(model=model.name, messages=STORY, max_tokens=800, stream=True)  # type: ignore[arg-type]
+            await anext(aiter(running))  # the model is busy with this one
+            waiting = asyncio.create_task(
+                c.chat.completions.create(model=model.name, messages=STORY, max_tokens=800, stream=True)  # type: ignore[arg-type]
+            )
+            for _ in range(100):  # until the second request sits in the (one-place) queue
+                if gen._jobs.qsize() == 1:
+                    break
+                await asyncio.sleep(0.02)
             with pytest.raises(openai.InternalServerError) as err:
                 await c.chat.completions.create(model=model.name, messages=PARIS, max_tokens=2)  # type: ignore[arg-type]
             assert err.value.status_code == 503
-            await asyncio.gather(*long)
+            assert err.value.response.headers["Retry-After"] == "1"
+            await running.close()  # disconnecting frees the model for the waiting request
+            second = await waiting
+            await anext(aiter(second))
+            await second.close()
 
 
 def test_no_keys_means_loopback_only(tmp_path: Path) -> None:

@@ -68,13 +68,26 @@ def _onnx_greedy(runner: OnnxRunner, prompt: list[int], n: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_fp32_greedy_equals_the_reference(fp32_model: LoadedModel, reference: Any) -> None:
-    runner = OnnxRunner(fp32_model, device="cpu", max_len=512)
+@pytest.mark.parametrize("which", ["fp32_model", "model"])
+def test_greedy_equals_the_reference(which: str, request: pytest.FixtureRequest, reference: Any) -> None:
+    """fp32 and the default precision (the GGUF's own 4-bit blocks) both give the reference's tokens."""
+    model: LoadedModel = request.getfixturevalue(which)
+    runner = OnnxRunner(model, device="cpu", max_len=512)
     for text in PROMPTS:
-        prompt = _ids(fp32_model, text)
+        prompt = _ids(model, text)
         ours = _onnx_greedy(runner, prompt, 32)
-        theirs = _reference_greedy(reference, prompt, 32, fp32_model.config.eos_token_ids)
+        theirs = _reference_greedy(reference, prompt, 32, model.config.eos_token_ids)
         assert ours == theirs, text
+
+
+def test_logits_only_where_asked_match_all_logits(model: LoadedModel) -> None:
+    runner = OnnxRunner(model, device="cpu", max_len=512)
+    prompt = _ids(model, PROMPTS[1])
+    every = runner.teacher_forced_logits(prompt)
+    assert every.shape == (len(prompt), model.config.vocab_size)
+    runner.reset()
+    last = runner.prefill(prompt)
+    np.testing.assert_allclose(last, every[-1], rtol=1e-4, atol=1e-4)
 
 
 def test_chunked_prefill_equals_one_pass(model: LoadedModel) -> None:
