@@ -312,3 +312,47 @@ async def test_malformed_updates_do_not_stop_the_bot(tg: FakeTelegram, bot: Tele
     chat = tg.private_chat(ann)
     tg.user_says(chat, ann, "still alive?")
     await tg.wait_for_message(chat, "echo 1: still alive?")
+
+
+async def test_unchanged_final_edit_is_not_an_error(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine,
+                                                    scripted: ScriptedGenerator) -> None:  # fmt: skip
+    # Plain words look the same formatted: the final edit is "not modified", which must stay invisible.
+    scripted.script = lambda users: "plain words only"
+    scripted.piece = 100
+    async with TelegramBot(fast_engine, tg_settings, group_interval=0.0):
+        ann = tg.user("Ann")
+        group = tg.group("G", supergroup=True)
+        tg.user_says(group, ann, "/ask anything")
+        await tg.wait_for_message(group, "plain words only")
+        await tg.wait_for_idle()
+    assert [m.text for m in tg.messages(group)] == ["plain words only"]
+
+
+async def test_tokens_never_reach_the_logs(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
+    import io
+    import logging
+
+    from engine.logs import RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    handler.addFilter(RedactSecrets(tg_settings.secrets()))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # httpx logs every request URL, token included, at this level
+    try:
+        async with TelegramBot(fast_engine, tg_settings, private_interval=0.02):
+            ann = tg.user("Ann")
+            tg.user_says(tg.private_chat(ann), ann, "hello")
+            await tg.wait_for_message(tg.private_chat(ann), "echo 1: hello")
+        logging.getLogger("test").error("boom", exc_info=RuntimeError(f"request to /bot{tg.token}/getMe failed"))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    logged = stream.getvalue()
+    assert "getUpdates" in logged  # the request log lines were there...
+    assert "[redacted]" in logged
+    assert tg.token not in logged  # ...without the token
+    assert tg.token.split(":")[1] not in logged

@@ -1,0 +1,108 @@
+"""Adapter overhead: what Parley's Telegram front end adds per message, model excluded.
+
+The real python-telegram-bot talks HTTP to the fake Bot API server (tests/fakes), the engine uses a real
+Redis, and the model is the instant scripted generator, so what is timed is the adapter's own work: long
+polling, the update dedupe claim, the engine's Redis reads and the atomic append, the streamed draft
+and the final formatted message. For each message: time from the person's message entering the fake to
+the bot's final reply being there. Run through `make bench` (it writes bench/adapter.json) or:
+
+    python -m bench.adapter [--messages N] [--chats C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from bots.telegram.bot import TelegramBot
+from engine.engine import Engine
+from engine.model.importer import resolve_model
+from engine.model.registry import load_model
+from engine.redis_server import EmbeddedRedis
+from engine.settings import load_settings
+from engine.store import Store, connect
+from tests.fakes.generator import ScriptedGenerator
+from tests.fakes.telegram import FakeTelegram, random_token
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(messages: int, chats: int, data_dir: Path, flood_limits: bool) -> dict[str, float | int | bool]:
+    base = load_settings()
+    model = load_model(resolve_model(base.model, base.models_path).path)
+    async with EmbeddedRedis(data_dir) as url, connect(url) as redis, FakeTelegram(token=random_token()) as tg:
+        settings = base.model_copy(
+            update={"telegram_bot_token": SecretStr(tg.token), "telegram_base_url": tg.base_url, "redis_url": url}
+        )
+        store = Store(redis, ttl=3600, window=settings.history_messages)
+        generator = ScriptedGenerator(model, delay=0.0, piece=64)
+        engine = Engine(settings, store, generator, model)  # type: ignore[arg-type]
+        async with TelegramBot(engine, settings, private_interval=0.0, group_interval=0.0, flood_limits=flood_limits):
+            people = [tg.user(f"P{i}") for i in range(chats)]
+            latencies: list[float] = []
+
+            async def talk(person: dict[str, object], n: int) -> None:
+                chat = tg.private_chat(person)
+                for i in range(n):
+                    started = time.perf_counter()
+                    tg.user_says(chat, person, f"message {i}")
+                    await tg.wait_for_message(
+                        chat,
+                        f": message {i}",
+                        timeout=60,
+                    )
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(talk(p, messages // chats) for p in people))
+            wall = time.perf_counter() - started
+    return {
+        "flood_limits": flood_limits,
+        "messages": len(latencies),
+        "concurrent_chats": chats,
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(_pct(latencies, 0.99), 1),
+        "max_ms": round(max(latencies), 1),
+        "messages_per_s": round(len(latencies) / wall, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.adapter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--chats", type=int, default=1, help="chats talking at once (each waits for its reply)")
+    args = parser.parse_args(argv)
+    import tempfile
+
+    results = []
+    # Without flood limits: the adapter's own cost. With them: what people get (Telegram allows ~30
+    # requests/s per bot, and a reply takes 3 or more: typing, draft(s), the message).
+    for flood_limits in (False, True):
+        for chats in sorted({1, args.chats}):
+            with tempfile.TemporaryDirectory() as tmp:
+                results.append(asyncio.run(measure(args.messages, chats, Path(tmp), flood_limits)))
+    (BENCH_DIR / "adapter.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("| flood limits | chats at once | messages | p50 ms | p99 ms | max ms | messages/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {'on' if r['flood_limits'] else 'off'} | {r['concurrent_chats']} | {r['messages']} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['max_ms']} | {r['messages_per_s']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
