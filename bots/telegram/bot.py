@@ -124,7 +124,7 @@ class TelegramBot:
         )
         if self.flood_limits:
             builder = builder.rate_limiter(AIORateLimiter(max_retries=5))
-        app = builder.build()
+        app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         handlers: dict[str, Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]] = {
             "start": self._help,
