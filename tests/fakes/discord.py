@@ -21,6 +21,23 @@ faults (``fail_next``), and inspect the result (``calls``, ``messages``, ``pings
 ``commands``).  Unknown routes answer 404 and are recorded in ``unimplemented``
 (``assert_all_implemented``).
 
+Usage::
+
+    async with FakeDiscord(token=TOKEN) as dc:
+        with dc.patch_discord():
+            g = dc.guild("Test Guild")                 # GuildRef(id, channel_id, admin_role_id, ...)
+            alice = dc.user("alice"); dc.add_member(g.id, alice)
+            async with running_client(client, TOKEN):  # login + connect task + wait_until_ready; closes
+                await dc.user_says(g.channel_id, alice, "hi", mentions=[dc.bot_id])
+                reply = await dc.wait_for_message(g.channel_id, "hi")
+                it = await dc.slash(g.channel_id, alice, "ask", {"prompt": "why?"})
+                answer = await it.wait_done()
+            assert dc.pings == []
+            dc.assert_all_implemented()
+
+discord.py imports the deprecated stdlib ``audioop`` module (DeprecationWarning on Python 3.11+); with
+``filterwarnings = ["error"]`` pytest needs ``"ignore:'audioop' is deprecated:DeprecationWarning"``.
+
 Deliberate concessions (so nobody mistakes them for Discord's behaviour):
 - JSON encoding only, no transport compression: ``compress`` in the gateway URL is ignored and frames are
   text; ``encoding=etf`` is refused with close code 4002.
@@ -43,6 +60,8 @@ import json
 import re
 import secrets
 import time
+import traceback
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -115,8 +134,10 @@ INTENT_GUILDS: Final = 1 << 0
 INTENT_GUILD_MEMBERS: Final = 1 << 1
 INTENT_GUILD_PRESENCES: Final = 1 << 8
 INTENT_GUILD_MESSAGES: Final = 1 << 9
+INTENT_GUILD_MESSAGE_REACTIONS: Final = 1 << 10
 INTENT_GUILD_MESSAGE_TYPING: Final = 1 << 11
 INTENT_DIRECT_MESSAGES: Final = 1 << 12
+INTENT_DIRECT_MESSAGE_REACTIONS: Final = 1 << 13
 INTENT_DIRECT_MESSAGE_TYPING: Final = 1 << 14
 INTENT_MESSAGE_CONTENT: Final = 1 << 15
 PRIVILEGED_INTENTS: Final = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
@@ -431,8 +452,10 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, SlashInteraction] = {}
         self.calls: list[Call] = []
         self.unimplemented: list[str] = []
+        self.errors: list[str] = []  # exceptions raised inside the fake's handlers (fake bugs)
         self.pings: list[Ping] = []
         self.typing: list[tuple[int, float]] = []
+        self.reactions: dict[tuple[int, str], list[int]] = {}  # (message id, emoji) -> user ids, in order
         self.gateway_connects: list[dict[str, str]] = []
         self.identifies: list[JSON] = []
         self.presence_updates: list[JSON] = []
@@ -440,6 +463,7 @@ class FakeDiscord:
         self._faults: list[_Fault] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._route_table: list[tuple[str, re.Pattern[str], Any, bool]] | None = None
         self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -483,9 +507,13 @@ class FakeDiscord:
     @contextlib.contextmanager
     def patch_discord(self) -> Iterator[None]:
         """Point discord.py's REST base and default gateway at this fake; restore them afterwards."""
-        import discord.gateway
-        import discord.http
         import yarl
+
+        with warnings.catch_warnings():
+            # discord.py imports the stdlib audioop module, deprecated since Python 3.11.
+            warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+            import discord.gateway
+            import discord.http
 
         old_base = discord.http.Route.BASE
         old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -676,6 +704,7 @@ class FakeDiscord:
 
     def assert_all_implemented(self) -> None:
         assert not self.unimplemented, f"the bot called routes the fake does not implement: {self.unimplemented}"
+        assert not self.errors, "the fake itself failed:\n" + "\n".join(self.errors)
 
     # -- waiting ------------------------------------------------------------------------------------------------
 
@@ -1339,7 +1368,13 @@ class FakeDiscord:
             if user_id not in g.members:
                 raise AssertionError(f"user {user_id} is not in guild {g.id}")
             needed = data.get("default_member_permissions")
-            if needed is not None and (self.permissions(g.id, user_id) & int(needed)) != int(needed):
+            have = self.permissions(g.id, user_id)
+            if not have & USE_APPLICATION_COMMANDS:
+                raise AssertionError(f"user {user_id} lacks USE_APPLICATION_COMMANDS in guild {g.id}")
+            # "0" hides the command from everyone but administrators.
+            if needed is not None and (
+                (have & int(needed)) != int(needed) or (int(needed) == 0 and have != ALL_PERMISSIONS)
+            ):
                 raise AssertionError(f"user {user_id} lacks permissions {needed} to see /{parts[0]}")
             contexts = data.get("contexts")
             if contexts is not None and 0 not in contexts:
@@ -1511,10 +1546,15 @@ class FakeDiscord:
             "X-RateLimit-Reset-After": "1.000",
             "X-RateLimit-Bucket": bucket,
         }
+        if isinstance(body, list) and method != "PUT":
+            return _json_response(_form_error("_root", "BASE_TYPE_DICT", "Must be an object.").body, 400, ratelimit)
         try:
             status, result = await handler(request, body if isinstance(body, dict | list) else {}, files, *args)
         except _HTTPError as e:
             return _json_response(e.body, e.status, ratelimit)
+        except Exception as e:  # a bug in the fake: surface it instead of letting the client retry a 500
+            self.errors.append(f"{method} {path}: {e!r}\n{traceback.format_exc()}")
+            return _json_response({"message": "500: Internal Server Error (fake)", "code": 0}, 500)
         finally:
             self._notify()
         if status == 204:
@@ -1557,7 +1597,9 @@ class FakeDiscord:
             return _INVALID_JSON, files
 
     def _match(self, method: str, path: str) -> tuple[Any, tuple[str, ...], str, bool] | None:
-        for m, regex, handler, needs_auth in self._routes():
+        if self._route_table is None:
+            self._route_table = self._routes()
+        for m, regex, handler, needs_auth in self._route_table:
             if m != method:
                 continue
             match = regex.fullmatch(path)
@@ -1592,6 +1634,8 @@ class FakeDiscord:
             ("PATCH", f"/channels/{s}/messages/{s}", self._patch_message, True),
             ("DELETE", f"/channels/{s}/messages/{s}", self._delete_message, True),
             ("POST", f"/channels/{s}/typing", self._typing, True),
+            ("PUT", f"/channels/{s}/messages/{s}/reactions/([^/]+)/@me", self._add_reaction, True),
+            ("DELETE", f"/channels/{s}/messages/{s}/reactions/([^/]+)/@me", self._remove_reaction, True),
             ("POST", f"/channels/{s}/messages/{s}/threads", self._thread_from_message, True),
             ("POST", f"/channels/{s}/threads", self._thread_without_message, True),
             ("GET", f"/guilds/{s}", self._get_guild, True),
@@ -2094,6 +2138,70 @@ class FakeDiscord:
         self._require(channel, SEND_MESSAGES_IN_THREADS if channel["type"] in THREAD_TYPES else SEND_MESSAGES)
         self.typing.append((int(cid), time.monotonic()))
         return 204, None
+
+    # reactions
+
+    async def _add_reaction(
+        self, request: web.Request, body: Any, files: list[JSON], cid: str, mid: str, emoji: str
+    ) -> tuple[int, Any]:
+        channel, msg = self._channel_message(cid, mid)
+        self._require(channel, ADD_REACTIONS | READ_MESSAGE_HISTORY)
+        await self._react(channel, msg, self.bot_id, emoji, add=True)
+        return 204, None
+
+    async def _remove_reaction(
+        self, request: web.Request, body: Any, files: list[JSON], cid: str, mid: str, emoji: str
+    ) -> tuple[int, Any]:
+        channel, msg = self._channel_message(cid, mid)
+        await self._react(channel, msg, self.bot_id, emoji, add=False)
+        return 204, None
+
+    async def user_reacts(
+        self, channel_id: int, message_id: int, user_id: int, emoji: str, *, add: bool = True
+    ) -> None:
+        """A person adds (or removes) a reaction: ``emoji`` is a unicode emoji or ``name:id``."""
+        channel, msg = self._channel_message(str(channel_id), str(message_id))
+        await self._react(channel, msg, user_id, emoji, add=add)
+
+    async def _react(self, channel: JSON, msg: StoredMessage, user_id: int, emoji: str, *, add: bool) -> None:
+        name, _, eid = emoji.partition(":")
+        emoji_json: JSON = {"id": eid or None, "name": name}
+        users = self.reactions.setdefault((msg.id, emoji), [])
+        if add == (user_id in users):
+            return  # adding twice / removing what is not there: Discord answers 204 and changes nothing
+        if add:
+            users.append(user_id)
+        else:
+            users.remove(user_id)
+        msg.data["reactions"] = [
+            {
+                "count": len(u),
+                "count_details": {"burst": 0, "normal": len(u)},
+                "me": self.bot_id in u,
+                "me_burst": False,
+                "burst_colors": [],
+                "emoji": {"id": e.partition(":")[2] or None, "name": e.partition(":")[0]},
+            }
+            for (m, e), u in self.reactions.items()
+            if m == msg.id and u
+        ]
+        data: JSON = {
+            "user_id": str(user_id),
+            "channel_id": str(msg.channel_id),
+            "message_id": str(msg.id),
+            "emoji": emoji_json,
+            "burst": False,
+            "type": 0,
+        }
+        g = self._guild_of(channel)
+        if g is not None:
+            data["guild_id"] = str(g.id)
+            if add and user_id in g.members:
+                data["member"] = self._member_json(g.id, user_id)
+        if add:
+            data["message_author_id"] = str(msg.author_id)
+        intent = INTENT_GUILD_MESSAGE_REACTIONS if g is not None else INTENT_DIRECT_MESSAGE_REACTIONS
+        await self.dispatch("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE", data, intent=intent)
 
     # threads
 

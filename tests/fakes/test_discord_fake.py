@@ -37,6 +37,7 @@ async def dc() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord(token=TOKEN) as fake:
         with fake.patch_discord():
             yield fake
+        assert not fake.errors, fake.errors
     gc.collect()  # surface leaked sockets (ResourceWarning -> error) in the test that leaked them
 
 
@@ -48,7 +49,7 @@ class Bot:
     late: list[BaseException] = field(default_factory=list)
 
 
-def make_bot(*, message_content: bool = False, echo_delay: float = 0.0) -> Bot:
+def make_bot(*, message_content: bool = False, say_delay: float = 0.0) -> Bot:
     intents = discord.Intents.default()
     intents.message_content = message_content
     client = discord.Client(intents=intents, guild_ready_timeout=0.05)
@@ -63,8 +64,8 @@ def make_bot(*, message_content: bool = False, echo_delay: float = 0.0) -> Bot:
 
     @tree.command(name="say", description="Answer directly")
     async def say(interaction: discord.Interaction, text: str, private: bool = False) -> None:
-        if echo_delay:
-            await asyncio.sleep(echo_delay)
+        if say_delay:
+            await asyncio.sleep(say_delay)
         try:
             await interaction.response.send_message(
                 f"said: {text}", ephemeral=private, allowed_mentions=discord.AllowedMentions.none()
@@ -273,6 +274,11 @@ async def test_send_edit_delete_typing_and_thread(dc: FakeDiscord) -> None:
         assert info.value.code == 50035
         other = await channel.create_thread(name="standalone", type=discord.ChannelType.public_thread)
         assert other.type is discord.ChannelType.public_thread
+        await sent.add_reaction("👀")
+        await sent.remove_reaction("👀", bot.client.user)  # type: ignore[arg-type]
+        await sent.add_reaction("✅")
+        assert dc.reactions[(sent.id, "👀")] == []
+        assert dc.reactions[(sent.id, "✅")] == [dc.bot_id]
         gone = await channel.send("to delete")
         await gone.delete()
         fetched = await bot.client.fetch_channel(g.channel_id)
@@ -502,7 +508,7 @@ async def test_slash_permissions_and_options_are_checked(dc: FakeDiscord) -> Non
 async def test_interaction_must_be_acknowledged_within_3s(dc: FakeDiscord) -> None:
     dc.interaction_ack_seconds = 0.2  # Discord's rule is 3 s; shortened so the test stays fast
     g, alice = setup_guild(dc)
-    bot = make_bot(echo_delay=0.3)
+    bot = make_bot(say_delay=0.3)
     async with started(bot):
         await sync_guild(bot, g.id)
         it = await dc.slash(g.channel_id, alice, "say", {"text": "too slow"})
