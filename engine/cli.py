@@ -73,7 +73,12 @@ async def _serve(settings: Settings) -> None:
 
             bot = await front_ends.enter_async_context(TelegramBot(engine, settings))
             print(f"Parley is answering on Telegram as @{bot.app.bot.username}.", flush=True)
-        if settings.api_port or settings.telegram_bot_token:
+        if settings.discord_bot_token:
+            from bots.discord.bot import DiscordBot
+
+            discord_bot = await front_ends.enter_async_context(DiscordBot(engine, settings))
+            print(f"Parley is answering on Discord as {discord_bot.client.user}.", flush=True)
+        if settings.api_port or settings.telegram_bot_token or settings.discord_bot_token:
             print("Ctrl-C stops it.", flush=True)
             await _until_signalled()
         else:

@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     # People who may change personas and /forget whole group chats, besides the chats' own admins.
     telegram_admins: str = Field(default="", validation_alias="TELEGRAM_ADMINS")
 
+    # Discord front end (served when a token is set)
+    discord_bot_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_BOT_TOKEN")
+    # Guilds to sync slash commands to (instant updates); empty = global commands (up to an hour to appear).
+    discord_guild_ids: str = Field(default="", validation_alias="DISCORD_GUILD_IDS")
+    # Guilds where the bot answers; empty = every guild it is in.
+    discord_allowed_guilds: str = Field(default="", validation_alias="DISCORD_ALLOWED_GUILDS")
+    # Role ids whose members may use the bot in guilds; empty = everyone.
+    discord_allowed_roles: str = Field(default="", validation_alias="DISCORD_ALLOWED_ROLES")
+    # User ids who may change personas and /forget channels, besides members with Manage Server.
+    discord_admins: str = Field(default="", validation_alias="DISCORD_ADMINS")
+    # REST base (with the API version) and gateway, for a REST proxy (and the fake in tests).
+    discord_api_base: str = Field(default="https://discord.com/api/v10", validation_alias="DISCORD_API_BASE")
+    discord_gateway_url: str = Field(default="wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL")
+    # The privileged Message Content intent (enable it in the developer portal first). Without it the
+    # bot still answers slash commands, mentions, replies to it and DMs.
+    discord_message_content: bool = Field(default=False, validation_alias="DISCORD_MESSAGE_CONTENT")
+    # A rate-limit wait longer than this fails that answer with a message instead of hanging.
+    discord_max_ratelimit_wait: float = Field(default=30.0, gt=0, validation_alias="DISCORD_MAX_RATELIMIT_WAIT")
+
     # The project's own HTTP server for webhooks (the API has its own port).
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -96,10 +115,26 @@ class Settings(BaseSettings):
     def telegram_admin_ids(self) -> frozenset[int]:
         return self._ids(self.telegram_admins)
 
+    @property
+    def discord_guild_id_list(self) -> frozenset[int]:
+        return self._ids(self.discord_guild_ids)
+
+    @property
+    def discord_allowed_guild_ids(self) -> frozenset[int]:
+        return self._ids(self.discord_allowed_guilds)
+
+    @property
+    def discord_allowed_role_ids(self) -> frozenset[int]:
+        return self._ids(self.discord_allowed_roles)
+
+    @property
+    def discord_admin_ids(self) -> frozenset[int]:
+        return self._ids(self.discord_admins)
+
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
         values = [*self.api_key_list]
-        for secret in (self.telegram_bot_token, self.telegram_webhook_secret):
+        for secret in (self.telegram_bot_token, self.telegram_webhook_secret, self.discord_bot_token):
             if secret is not None:
                 values.append(secret.get_secret_value())
         return values
@@ -119,7 +154,10 @@ class Settings(BaseSettings):
                 f"PARLEY_MAX_REPLY_TOKENS ({self.max_reply_tokens}) must be smaller than "
                 f"PARLEY_CONTEXT_TOKENS ({self.context_tokens})"
             )
-        for name in ("telegram_allowed_users", "telegram_allowed_chats", "telegram_admins"):
+        for name in (
+            "telegram_allowed_users", "telegram_allowed_chats", "telegram_admins",
+            "discord_guild_ids", "discord_allowed_guilds", "discord_allowed_roles", "discord_admins",
+        ):  # fmt: skip
             try:
                 self._ids(getattr(self, name))
             except ValueError:

@@ -1,0 +1,403 @@
+"""Parley on Discord: slash commands, mentions, replies, threads and DMs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
+from bots.streaming import Surface, stream_reply
+from engine.engine import ChatEvent, ChatRequest, Engine
+from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
+from engine.keys import ConversationKey
+from engine.settings import Settings
+from engine.text import check_input
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+EDIT_INTERVAL = 1.0  # Discord allows about 5 edits per 5 s per channel
+MESSAGE_CLAIM_TTL = 24 * 3600
+READY_TIMEOUT = 60.0
+HELP = (
+    "I'm Parley, a chat assistant running its own language model.\n"
+    "- `/ask prompt:` answers here; `/chat prompt:` opens a thread for a longer conversation.\n"
+    "- Mention me or reply to one of my messages to continue this channel's conversation; in a thread I "
+    "opened, mention me (or, when the server enabled it, just write). In DMs, just write.\n"
+    "- `/new` starts over, `/retry` answers the last question again, `/stop` stops an answer, `/system` "
+    "shows or sets the persona (server managers), `/usage` shows your usage, `/forget` erases what I store "
+    "about you (server managers: this channel), `/model` says which model answers."
+)
+UNAVAILABLE = "My memory is temporarily unavailable; please try again in a moment."
+RATE_LIMITED = "Discord is rate-limiting me right now; please try again in a minute."
+
+
+def is_private(channel: Any) -> bool:
+    # The channel type, not the guild: a message from a guild not cached yet has no guild object.
+    return getattr(channel, "type", None) in (discord.ChannelType.private, discord.ChannelType.group)
+
+
+def conversation_key(channel: Any, user_id: int) -> ConversationKey:
+    if isinstance(channel, discord.Thread):
+        # A thread belongs to its channel, so erasing a channel's conversations reaches its threads.
+        return ConversationKey(PLATFORM, str(channel.parent_id), thread=str(channel.id))
+    if is_private(channel):
+        return ConversationKey(PLATFORM, str(channel.id), user=str(user_id))
+    return ConversationKey(PLATFORM, str(channel.id))
+
+
+def _topic(prompt: str) -> str:
+    first = prompt.strip().splitlines()[0] if prompt.strip() else "Conversation"
+    return first if len(first) <= 90 else first[:89] + "…"
+
+
+class DiscordBot:
+    """``async with DiscordBot(engine, settings):`` serves until the block ends."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        edit_interval: float = EDIT_INTERVAL,
+        guild_ready_timeout: float = 2.0,
+    ) -> None:
+        if settings.discord_bot_token is None:
+            raise ConfigError("DISCORD_BOT_TOKEN is not set")
+        self.engine = engine
+        self.settings = settings
+        self.interval = edit_interval
+        intents = discord.Intents.default()
+        intents.message_content = settings.discord_message_content
+        self.client = discord.Client(
+            intents=intents,
+            allowed_mentions=NO_PINGS,
+            max_ratelimit_timeout=settings.discord_max_ratelimit_wait,
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self.tree = app_commands.CommandTree(self.client)
+        self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
+        self._register_commands()
+        self.client.event(self.on_message)
+        self._runner: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DiscordBot:
+        assert self.settings.discord_bot_token is not None
+        # Class-level in discord.py: the REST base and the gateway this process talks to.
+        Route.BASE = self.settings.discord_api_base.rstrip("/")
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.discord_gateway_url)
+        try:
+            await self.client.login(self.settings.discord_bot_token.get_secret_value())
+            self._runner = asyncio.create_task(self.client.connect(reconnect=True))
+            ready = asyncio.create_task(self.client.wait_until_ready())
+            done, _ = await asyncio.wait({self._runner, ready}, timeout=READY_TIMEOUT, return_when="FIRST_COMPLETED")
+            if self._runner in done:
+                ready.cancel()
+                self._runner.result()  # raises what stopped the connection
+                raise ConfigError("the Discord gateway connection closed before it was ready")
+            if ready not in done:
+                ready.cancel()
+                raise ConfigError(f"the Discord gateway was not ready within {READY_TIMEOUT:.0f} s")
+            await self._sync_commands()
+        except discord.LoginFailure:
+            await self._close()
+            raise ConfigError("Discord rejected DISCORD_BOT_TOKEN (401 Unauthorized): check the token") from None
+        except discord.PrivilegedIntentsRequired:
+            await self._close()
+            raise ConfigError(
+                "DISCORD_MESSAGE_CONTENT=true needs the Message Content intent enabled in the developer portal "
+                "(Bot page); enable it there or unset DISCORD_MESSAGE_CONTENT"
+            ) from None
+        except discord.ConnectionClosed as exc:
+            await self._close()
+            if exc.code == 4004:
+                raise ConfigError("Discord rejected DISCORD_BOT_TOKEN (gateway: authentication failed)") from None
+            raise ConfigError(f"the Discord gateway closed the connection (code {exc.code})") from None
+        except BaseException:
+            await self._close()
+            raise
+        log.info("Discord bot %s is serving %d guild(s)", self.client.user, len(self.client.guilds))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.client.close()
+        if self._runner is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+
+    async def _sync_commands(self) -> None:
+        guilds = self.settings.discord_guild_id_list
+        if not guilds:
+            await self.tree.sync()
+            return
+        for guild_id in guilds:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    # --- who may talk --------------------------------------------------------------------------------
+
+    def _allowed(self, user: discord.abc.User, guild: discord.Guild | None) -> bool:
+        if user.id in self.settings.discord_admin_ids:
+            return True
+        guilds, roles = self.settings.discord_allowed_guild_ids, self.settings.discord_allowed_role_ids
+        if guild is None:
+            return not roles  # role lists cannot be checked in DMs
+        if guilds and guild.id not in guilds:
+            return False
+        member_roles = {r.id for r in getattr(user, "roles", [])}
+        return not roles or bool(member_roles & roles)
+
+    def _is_admin(self, interaction: discord.Interaction) -> bool:
+        # default_member_permissions is only a hint guild admins can override: the bot checks itself.
+        return (
+            interaction.guild is None
+            or interaction.user.id in self.settings.discord_admin_ids
+            or interaction.permissions.manage_guild
+        )
+
+    def _addressed(self, message: discord.Message) -> str | None:
+        """The text meant for the bot, or None when the message is not for it."""
+        me = self.client.user
+        assert me is not None
+        text = message.content
+        if is_private(message.channel):
+            return text
+        if me in message.mentions:
+            for form in (f"<@{me.id}>", f"<@!{me.id}>"):
+                text = text.replace(form, "")
+            return text.strip()
+        ref = message.reference.resolved if message.reference else None
+        if isinstance(ref, discord.Message) and ref.author.id == me.id:
+            return text
+        if isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id:
+            return text
+        return None
+
+    # --- messages ------------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot:
+            return
+        text = self._addressed(message)
+        if text is None:
+            return
+        me = self.client.user
+        assert me is not None
+        try:
+            # A resumed gateway session can deliver a message again: answer it once.
+            if not await self.engine.store.claim(f"dc:{me.id}:message:{message.id}", MESSAGE_CLAIM_TTL):
+                return
+        except StoreUnavailable:
+            await self._say(message, UNAVAILABLE)
+            return
+        if not self._allowed(message.author, message.guild):
+            await self._say(message, "Sorry, I'm not available to you here.")
+            return
+        if not text.strip() and (message.attachments or message.embeds):
+            await self._say(message, "I can only read text: please write your question in the message itself.")
+            return
+        request = ChatRequest(
+            key=conversation_key(message.channel, message.author.id),
+            text=text,
+            author=message.author.display_name,
+            author_id=str(message.author.id),
+            message_id=str(message.id),
+        )
+        await self._stream(
+            ChannelSurface(message.channel, reply_to=message),
+            self.engine.chat(request),
+            lambda t: self._say(message, t),
+        )
+
+    async def _say(self, message: discord.Message, text: str) -> None:
+        try:
+            await message.reply(text, allowed_mentions=NO_PINGS, mention_author=False)
+        except discord.HTTPException as exc:
+            log.info("cannot answer in channel %s: %s", message.channel.id, exc)
+
+    async def _stream(self, surface: Surface, events: AsyncIterator[ChatEvent], say: Callable[[str], Any]) -> None:
+        """One answer, with every failure turned into a short message (and one channel's 403 kept there)."""
+        try:
+            await stream_reply(events, surface, split=split_for_discord, interval=self.interval)
+        except StoreUnavailable:
+            await say(UNAVAILABLE)
+        except InputRejected as exc:
+            await say(f"Sorry: {exc}.")
+        except ParleyError as exc:
+            await say(f"Sorry, something went wrong: {exc}.")
+        except discord.RateLimited:
+            await say(RATE_LIMITED)
+        except discord.Forbidden as exc:
+            log.info("not allowed to write here (%s); skipping this answer", exc)
+
+    # --- slash commands --------------------------------------------------------------------------------
+
+    def _register_commands(self) -> None:
+        tree = self.tree
+
+        @tree.command(name="ask", description="Ask Parley something (answers here)")
+        @app_commands.describe(prompt="Your question or request")
+        async def ask(interaction: discord.Interaction, prompt: str) -> None:
+            await self._answer_interaction(interaction, prompt)
+
+        @tree.command(name="chat", description="Open a thread and talk there")
+        @app_commands.describe(prompt="What the conversation is about")
+        async def chat(interaction: discord.Interaction, prompt: str) -> None:
+            await self._open_thread(interaction, prompt)
+
+        @tree.command(name="new", description="Start this conversation over")
+        async def new(interaction: discord.Interaction) -> None:
+            await self.engine.reset(self._key(interaction))
+            await interaction.response.send_message("Started over: I've forgotten our earlier messages here.")
+
+        @tree.command(name="system", description="Show or set this channel's persona")
+        @app_commands.describe(persona="The new persona (leave empty to show it; '-' restores the default)")
+        async def system(interaction: discord.Interaction, persona: str | None = None) -> None:
+            key = self._key(interaction)
+            if not persona:
+                shown = await self.engine.persona(key)
+                await interaction.response.send_message(f"This conversation's persona:\n>>> {shown}", ephemeral=True)
+                return
+            if not self._is_admin(interaction):
+                await interaction.response.send_message(
+                    "Only members who can manage this server may change the persona.", ephemeral=True
+                )
+                return
+            new_persona = await self.engine.set_persona(key, None if persona.strip() == "-" else persona)
+            await interaction.response.send_message(f"Persona set:\n>>> {new_persona}", allowed_mentions=NO_PINGS)
+
+        @tree.command(name="retry", description="Answer the last question again")
+        async def retry(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)
+            await self._stream(
+                InteractionSurface(interaction),
+                self.engine.retry(self._key(interaction)),
+                lambda t: interaction.edit_original_response(content=t),
+            )
+
+        @tree.command(name="stop", description="Stop the answer being written")
+        async def stop(interaction: discord.Interaction) -> None:
+            stopped = self.engine.stop(self._key(interaction))
+            await interaction.response.send_message(
+                "Stopped." if stopped else "I'm not writing anything here right now.", ephemeral=True
+            )
+
+        @tree.command(name="usage", description="Your usage")
+        async def usage(interaction: discord.Interaction) -> None:
+            u = await self.engine.person_usage(PLATFORM, str(interaction.user.id))
+            await interaction.response.send_message(
+                f"Your usage: {u.get('requests', 0)} requests, {u.get('prompt_tokens', 0)} prompt tokens, "
+                f"{u.get('completion_tokens', 0)} reply tokens.",
+                ephemeral=True,
+            )
+
+        @tree.command(name="forget", description="Erase what Parley stores about you (managers: this channel)")
+        async def forget(interaction: discord.Interaction) -> None:
+            person = str(interaction.user.id)
+            if interaction.guild is None:
+                await self.engine.forget_person(PLATFORM, person, private=self._key(interaction))
+                text = "Done: I've erased our conversation and your usage."
+            elif self._is_admin(interaction):
+                await self.engine.forget_person(PLATFORM, person)
+                channel = interaction.channel
+                chat = channel.parent_id if isinstance(channel, discord.Thread) else interaction.channel_id
+                await self.engine.forget_chat(PLATFORM, str(chat))
+                text = "Done: I've erased this channel's conversations (threads included) and your usage."
+            else:
+                await self.engine.forget_person(PLATFORM, person)
+                text = "Done: I've erased your usage. This channel's conversation is shared; a manager can /forget it."
+            await interaction.response.send_message(text, ephemeral=True)
+
+        @tree.command(name="model", description="Which model answers")
+        async def model(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(f"Answering with {self.engine.model_summary()}.", ephemeral=True)
+
+        @tree.command(name="help", description="How to talk to Parley")
+        async def help_(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(HELP, ephemeral=True)
+
+    def _key(self, interaction: discord.Interaction) -> ConversationKey:
+        return conversation_key(interaction.channel, interaction.user.id)
+
+    async def _refused(self, interaction: discord.Interaction, prompt: str) -> bool:
+        """Refusals before any work are ephemeral: they concern only the caller."""
+        if not self._allowed(interaction.user, interaction.guild):
+            await interaction.response.send_message("Sorry, I'm not available to you here.", ephemeral=True)
+            return True
+        try:
+            check_input(prompt, max_chars=self.settings.max_input_chars)
+        except InputRejected as exc:
+            await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)
+            return True
+        return False
+
+    def _request(self, interaction: discord.Interaction, key: ConversationKey, prompt: str) -> ChatRequest:
+        return ChatRequest(
+            key=key,
+            text=prompt,
+            author=interaction.user.display_name,
+            author_id=str(interaction.user.id),
+            message_id=f"i{interaction.id}",
+        )
+
+    async def _answer_interaction(self, interaction: discord.Interaction, prompt: str) -> None:
+        if await self._refused(interaction, prompt):
+            return
+        # Deferring first: generation takes longer than the 3 seconds Discord allows for a response.
+        await interaction.response.defer(thinking=True)
+        await self._stream(
+            InteractionSurface(interaction),
+            self.engine.chat(self._request(interaction, self._key(interaction), prompt)),
+            lambda t: interaction.edit_original_response(content=t),
+        )
+
+    async def _open_thread(self, interaction: discord.Interaction, prompt: str) -> None:
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            await self._answer_interaction(interaction, prompt)  # DMs and threads: answer in place
+            return
+        if await self._refused(interaction, prompt):
+            return
+        topic = _topic(prompt)
+        await interaction.response.send_message(
+            f"Let's talk about this in a thread: **{topic}**", allowed_mentions=NO_PINGS
+        )
+        start = await interaction.original_response()
+        thread = await start.create_thread(name=topic)
+        key = conversation_key(thread, interaction.user.id)
+        await self._stream(
+            ChannelSurface(thread),
+            self.engine.chat(self._request(interaction, key, prompt)),
+            lambda t: thread.send(t, allowed_mentions=NO_PINGS),
+        )
+
+    async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, StoreUnavailable):
+            text = UNAVAILABLE
+        elif isinstance(cause, InputRejected):
+            text = f"Sorry: {cause}."
+        else:
+            log.error("slash command failed", exc_info=cause)
+            text = "Sorry, something went wrong."
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
