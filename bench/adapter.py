@@ -1,10 +1,11 @@
-"""Adapter overhead: what Parley's Telegram front end adds per message, model excluded.
+"""Adapter overhead: what Parley's Telegram and Discord front ends add per message, model excluded.
 
-The real python-telegram-bot talks HTTP to the fake Bot API server (tests/fakes), the engine uses a real
-Redis, and the model is the instant scripted generator, so what is timed is the adapter's own work: long
-polling, the update dedupe claim, the engine's Redis reads and the atomic append, the streamed draft
-and the final formatted message. For each message: time from the person's message entering the fake to
-the bot's final reply being there. Run through `make bench` (it writes bench/adapter.json) or:
+The real python-telegram-bot / discord.py talk HTTP (and Discord's gateway WebSocket) to the fake servers
+in tests/fakes, the engine uses a real Redis, and the model is the instant scripted generator, so what is
+timed is the adapter's own work: receiving the update or gateway event, the dedupe claim, the engine's
+Redis reads and the atomic append, the streamed draft or message and its final edit. For each message:
+time from the person's message entering the fake to the bot's final reply being there. Run through
+`make bench` (it writes bench/adapter.json) or:
 
     python -m bench.adapter [--messages N] [--chats C]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from bots.discord.bot import DiscordBot
 from bots.telegram.bot import TelegramBot
 from engine.engine import Engine
 from engine.model.importer import resolve_model
@@ -28,6 +30,7 @@ from engine.model.registry import load_model
 from engine.redis_server import EmbeddedRedis
 from engine.settings import load_settings
 from engine.store import Store, connect
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token
 
@@ -39,7 +42,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(messages: int, chats: int, data_dir: Path, flood_limits: bool) -> dict[str, float | int | bool]:
+async def measure(messages: int, chats: int, data_dir: Path, flood_limits: bool) -> dict[str, float | int | bool | str]:
     base = load_settings()
     model = load_model(resolve_model(base.model, base.models_path).path)
     async with EmbeddedRedis(data_dir) as url, connect(url) as redis, FakeTelegram(token=random_token()) as tg:
@@ -69,7 +72,49 @@ async def measure(messages: int, chats: int, data_dir: Path, flood_limits: bool)
             await asyncio.gather(*(talk(p, messages // chats) for p in people))
             wall = time.perf_counter() - started
     return {
+        "platform": "telegram",
         "flood_limits": flood_limits,
+        "messages": len(latencies),
+        "concurrent_chats": chats,
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(_pct(latencies, 0.99), 1),
+        "max_ms": round(max(latencies), 1),
+        "messages_per_s": round(len(latencies) / wall, 1),
+    }
+
+
+async def measure_discord(messages: int, chats: int, data_dir: Path) -> dict[str, float | int | bool | str]:
+    base = load_settings()
+    model = load_model(resolve_model(base.model, base.models_path).path)
+    async with EmbeddedRedis(data_dir) as url, connect(url) as redis, FakeDiscord() as dc:
+        settings = base.model_copy(
+            update={
+                "discord_bot_token": SecretStr(dc.token),
+                "discord_api_base": dc.api_base,
+                "discord_gateway_url": dc.gateway_url,
+                "redis_url": url,
+            }
+        )
+        store = Store(redis, ttl=3600, window=settings.history_messages)
+        engine = Engine(settings, store, ScriptedGenerator(model, delay=0.0, piece=64), model)  # type: ignore[arg-type]
+        async with DiscordBot(engine, settings, edit_interval=0.0, guild_ready_timeout=0.05):
+            people = [dc.user(f"p{i}") for i in range(chats)]
+            latencies: list[float] = []
+
+            async def talk(person: int, n: int) -> None:
+                channel = dc.dm_channel(person)
+                for i in range(n):
+                    started = time.perf_counter()
+                    await dc.dm(person, f"message {i}")
+                    await dc.wait_for_message(channel, f": message {i}", timeout=60)
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(talk(p, messages // chats) for p in people))
+            wall = time.perf_counter() - started
+    return {
+        "platform": "discord",
+        "flood_limits": True,  # discord.py always follows Discord's rate-limit headers
         "messages": len(latencies),
         "concurrent_chats": chats,
         "p50_ms": round(statistics.median(latencies), 1),
@@ -93,13 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for chats in sorted({1, args.chats}):
             with tempfile.TemporaryDirectory() as tmp:
                 results.append(asyncio.run(measure(args.messages, chats, Path(tmp), flood_limits)))
+    for chats in sorted({1, args.chats}):
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(asyncio.run(measure_discord(args.messages, chats, Path(tmp))))
     (BENCH_DIR / "adapter.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| flood limits | chats at once | messages | p50 ms | p99 ms | max ms | messages/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| platform | flood limits | chats at once | messages | p50 ms | p99 ms | max ms | messages/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {'on' if r['flood_limits'] else 'off'} | {r['concurrent_chats']} | {r['messages']} | {r['p50_ms']} "
-            f"| {r['p99_ms']} | {r['max_ms']} | {r['messages_per_s']} |"
+            f"| {r['platform']} | {'on' if r['flood_limits'] else 'off'} | {r['concurrent_chats']} | {r['messages']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['messages_per_s']} |"
         )
     return 0
 

@@ -259,3 +259,60 @@ async def test_invalid_token_stops_with_a_clear_message(dc: FakeDiscord, fast_en
         async with DiscordBot(fast_engine, settings):
             pass
     assert "wrong.token.value" not in str(err.value)
+
+
+async def test_commands_sync_to_listed_guilds_instantly(dc: FakeDiscord, fast_engine: Engine,
+                                                        dc_settings: Settings) -> None:  # fmt: skip
+    g = dc.guild("Server")
+    settings = dc_settings.model_copy(update={"discord_guild_ids": str(g.id)})
+    async with DiscordBot(fast_engine, settings, edit_interval=0.02, guild_ready_timeout=0.05):
+        assert "ask" in {c["name"] for c in dc.commands[g.id]}
+        ann = _member(dc, g, "ann")
+        ask = await dc.slash(g.channel_id, ann, "ask", {"prompt": "hi"})
+        await dc.wait_for(lambda: "echo 1: Ann: hi" in ask.text)
+
+
+async def test_access_lists(dc: FakeDiscord, fast_engine: Engine, dc_settings: Settings) -> None:
+    g = dc.guild("Server")
+    role = dc.add_role(g.id, "members")
+    ann, eve = dc.user("ann"), dc.user("eve")
+    dc.add_member(g.id, ann, roles=[role])
+    dc.add_member(g.id, eve)
+    settings = dc_settings.model_copy(update={"discord_allowed_roles": str(role)})
+    async with DiscordBot(fast_engine, settings, edit_interval=0.02, guild_ready_timeout=0.05):
+        refused = await dc.slash(g.channel_id, eve, "ask", {"prompt": "let me in"})
+        await refused.wait_done()
+        assert "not available to you" in refused.text
+        assert refused.ephemeral
+        await dc.user_says(g.channel_id, eve, "please", mentions=[dc.bot_id])
+        await dc.wait_for_message(g.channel_id, "not available to you")
+        await dc.user_says(g.channel_id, ann, "hello", mentions=[dc.bot_id])
+        await dc.wait_for_message(g.channel_id, "echo 1: Ann: hello")
+        assert any(channel == g.channel_id for channel, _ in dc.typing)  # typing shown while answering
+
+
+async def test_token_never_reaches_the_logs(dc: FakeDiscord, fast_engine: Engine, dc_settings: Settings) -> None:
+    import io
+    import logging
+
+    from engine.logs import RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets(dc_settings.secrets()))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # discord.py logs gateway payloads, IDENTIFY included, at this level
+    try:
+        async with DiscordBot(fast_engine, dc_settings, edit_interval=0.02, guild_ready_timeout=0.05):
+            ann = dc.user("ann")
+            await dc.dm(ann, "hello")
+            await dc.wait_for_message(dc.dm_channel(ann), "echo 1: hello")
+        logging.getLogger("test").error("boom", exc_info=RuntimeError(f"token {dc.token} rejected"))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    logged = stream.getvalue()
+    assert "[redacted]" in logged
+    assert dc.token not in logged
