@@ -35,11 +35,6 @@ def dc_settings(settings: Settings, dc: FakeDiscord) -> Settings:
 
 
 @pytest.fixture
-def scripted(model: LoadedModel) -> ScriptedGenerator:
-    return ScriptedGenerator(model)
-
-
-@pytest.fixture
 def fast_engine(dc_settings: Settings, store: Store, scripted: ScriptedGenerator, model: LoadedModel) -> Engine:
     return Engine(dc_settings, store, scripted, model)  # type: ignore[arg-type]
 

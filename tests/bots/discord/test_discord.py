@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from pydantic import SecretStr
@@ -13,6 +14,7 @@ from engine.errors import ConfigError
 from engine.model.generator import Generator
 from engine.settings import Settings
 from engine.store import Store
+from tests.bots.conftest import captured_logs
 from tests.fakes.discord import FakeDiscord, GuildRef
 from tests.fakes.generator import ScriptedGenerator
 
@@ -292,27 +294,12 @@ async def test_access_lists(dc: FakeDiscord, fast_engine: Engine, dc_settings: S
 
 
 async def test_token_never_reaches_the_logs(dc: FakeDiscord, fast_engine: Engine, dc_settings: Settings) -> None:
-    import io
-    import logging
-
-    from engine.logs import RedactSecrets
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactSecrets(dc_settings.secrets()))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # discord.py logs gateway payloads, IDENTIFY included, at this level
-    try:
+    with captured_logs(dc_settings.secrets()) as stream:
         async with DiscordBot(fast_engine, dc_settings, edit_interval=0.02, guild_ready_timeout=0.05):
             ann = dc.user("ann")
             await dc.dm(ann, "hello")
             await dc.wait_for_message(dc.dm_channel(ann), "echo 1: hello")
         logging.getLogger("test").error("boom", exc_info=RuntimeError(f"token {dc.token} rejected"))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = stream.getvalue()
     assert "[redacted]" in logged
     assert dc.token not in logged

@@ -32,11 +32,6 @@ def tg_settings(settings: Settings, tg: FakeTelegram) -> Settings:
 
 
 @pytest.fixture
-def scripted(model: LoadedModel) -> ScriptedGenerator:
-    return ScriptedGenerator(model)
-
-
-@pytest.fixture
 def fast_engine(tg_settings: Settings, store: Store, scripted: ScriptedGenerator, model: LoadedModel) -> Engine:
     return Engine(tg_settings, store, scripted, model)  # type: ignore[arg-type]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from pydantic import SecretStr
@@ -12,6 +13,7 @@ from engine.engine import Engine
 from engine.errors import ConfigError
 from engine.keys import ConversationKey
 from engine.settings import Settings
+from tests.bots.conftest import captured_logs
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token
 
@@ -329,28 +331,12 @@ async def test_unchanged_final_edit_is_not_an_error(tg: FakeTelegram, tg_setting
 
 
 async def test_tokens_never_reach_the_logs(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
-    import io
-    import logging
-
-    from engine.logs import RedactSecrets
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    handler.addFilter(RedactSecrets(tg_settings.secrets()))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # httpx logs every request URL, token included, at this level
-    try:
+    with captured_logs(tg_settings.secrets()) as stream:  # httpx logs every URL, token included, at DEBUG
         async with TelegramBot(fast_engine, tg_settings, private_interval=0.02):
             ann = tg.user("Ann")
             tg.user_says(tg.private_chat(ann), ann, "hello")
             await tg.wait_for_message(tg.private_chat(ann), "echo 1: hello")
         logging.getLogger("test").error("boom", exc_info=RuntimeError(f"request to /bot{tg.token}/getMe failed"))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = stream.getvalue()
     assert "getUpdates" in logged  # the request log lines were there...
     assert "[redacted]" in logged

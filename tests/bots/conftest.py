@@ -1,0 +1,38 @@
+"""What the front ends' tests share."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from engine.logs import RedactSecrets
+from engine.model.registry import LoadedModel
+from tests.fakes.generator import ScriptedGenerator
+
+
+@pytest.fixture
+def scripted(model: LoadedModel) -> ScriptedGenerator:
+    return ScriptedGenerator(model)
+
+
+@contextmanager
+def captured_logs(secrets: Iterable[str]) -> Iterator[io.StringIO]:
+    """Every log record at DEBUG (the level where libraries log request URLs and gateway payloads) through
+    the same redaction filter as `parley serve` uses."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    handler.addFilter(RedactSecrets(secrets))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
