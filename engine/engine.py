@@ -18,6 +18,7 @@ from engine.model.generator import Delta, Finished, Generator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
 from engine.prompt import build_prompt
+from engine.quota import KEEP, Limits, Quotas
 from engine.settings import Settings
 from engine.store import Store, Turn
 from engine.text import check_input, clean_text
@@ -49,6 +50,7 @@ class ChatRequest:
     author_id: str | None = None
     message_id: str | None = None  # the platform's id: the same message is answered once
     params: SamplingParams | None = None  # None: the configured defaults
+    exempt: bool = False  # admins are not held to quotas
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,15 @@ class Engine:
         self.generator = generator
         self.model = model
         self._slots: dict[str, _Slot] = {}
+        self.quotas = Quotas(
+            store.redis,
+            Limits(
+                person_requests_per_minute=settings.person_requests_per_minute,
+                chat_requests_per_minute=settings.chat_requests_per_minute,
+                person_tokens_per_day=settings.person_tokens_per_day,
+                chat_tokens_per_day=settings.chat_tokens_per_day,
+            ),
+        )
 
     @property
     def model_name(self) -> str:
@@ -132,6 +143,10 @@ class Engine:
         # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
         params = replace(params, max_tokens=min(params.max_tokens, self.settings.max_reply_tokens))
         cancel = cancel or threading.Event()
+        key = request.key
+        if request.author_id and not request.exempt:
+            # Before waiting for a turn: a flood is refused at once, and a refused request is not counted.
+            await self.store.guard(self.quotas.admit(key.platform, request.author_id, key.chat))
         async with self._one_at_a_time(request.key, cancel):
             async for event in self._answer(request, text, params, cancel):
                 yield event
@@ -179,6 +194,8 @@ class Engine:
             await self.store.count_person(
                 key.platform, request.author_id, finished.prompt_tokens, finished.completion_tokens
             )
+            spent = finished.prompt_tokens + finished.completion_tokens
+            await self.store.guard(self.quotas.spend(key.platform, request.author_id, key.chat, spent))
         yield Reply(
             text=finished.text,
             finish_reason=finished.finish_reason,
@@ -225,6 +242,26 @@ class Engine:
 
     async def person_usage(self, platform: str, person: str) -> dict[str, int]:
         return await self.store.person_usage(platform, person)
+
+    async def limits_left(self, platform: str, person: str, chat: str) -> dict[str, int | None]:
+        """What this person may still use in this chat (None: unlimited)."""
+        return await self.store.guard(self.quotas.remaining(platform, person, chat))  # type: ignore[no-any-return]
+
+    async def chat_limits(self, platform: str, chat: str) -> tuple[int, int]:
+        """The chat's requests per minute and tokens per day in force (0 = unlimited)."""
+        return await self.store.guard(self.quotas.chat_limits(platform, chat))  # type: ignore[no-any-return]
+
+    async def set_chat_limits(
+        self, platform: str, chat: str, *, requests_per_minute: int | None, tokens_per_day: int | None
+    ) -> None:
+        for name, value in (("requests per minute", requests_per_minute), ("tokens per day", tokens_per_day)):
+            if value is not None and value != KEEP and not 0 <= value <= 1_000_000_000:
+                raise InputRejected(f"{name} must be a whole number from 0 (unlimited) up")
+        await self.store.guard(
+            self.quotas.set_chat_limits(
+                platform, chat, requests_per_minute=requests_per_minute, tokens_per_day=tokens_per_day
+            )
+        )
 
     async def forget_person(self, platform: str, person: str, private: ConversationKey | None = None) -> None:
         """Erase what is stored about a person: their usage and their private conversation."""

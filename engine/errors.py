@@ -17,7 +17,7 @@ class ContextTooLong(InputRejected):
     """The prompt alone fills the model's context."""
 
 
-class QuotaExceeded(ParleyError):
+class QuotaExceeded(InputRejected):
     """Too many requests; ``retry_after`` says when to try again."""
 
     def __init__(self, message: str, retry_after: int) -> None:

@@ -52,3 +52,8 @@ def person_key(platform: str, person: str, kind: str) -> str:
 def chat_pattern(platform: str, chat: str) -> str:
     """SCAN pattern for every key of every conversation in a chat (quoted parts hold no glob characters)."""
     return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:*"
+
+
+def chat_key(platform: str, chat: str, kind: str) -> str:
+    """A key about a whole chat; it matches ``chat_pattern`` so erasing the chat erases it too."""
+    return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:-}}:{kind}"

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
 
     # Conversation policy
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Quotas (0 = unlimited). Admins listed in TELEGRAM_ADMINS / DISCORD_ADMINS are exempt; a chat's
+    # admins can override the chat limits with /limits.
+    person_requests_per_minute: int = Field(default=20, ge=0)
+    chat_requests_per_minute: int = Field(default=60, ge=0)
+    person_tokens_per_day: int = Field(default=100_000, ge=0)
+    chat_tokens_per_day: int = Field(default=1_000_000, ge=0)
     max_input_chars: int = Field(default=4000, ge=1, le=1_000_000)
 
     # Unset: INFO for `parley serve`, WARNING for the terminal commands (their output is the answer).

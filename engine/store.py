@@ -102,14 +102,15 @@ class Store:
         self._pop_exchange = redis.register_script(_POP_EXCHANGE)
         self._person_usage = redis.register_script(_PERSON_USAGE)
 
-    async def _call(self, coro: Any) -> Any:
+    async def guard(self, coro: Any) -> Any:
+        """Run a Redis call; an unreachable Redis becomes StoreUnavailable."""
         try:
             return await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable("memory (Redis) is temporarily unavailable; try again shortly") from exc
 
     async def ping(self) -> None:
-        await self._call(self.redis.ping())
+        await self.guard(self.redis.ping())
 
     async def append(
         self,
@@ -133,51 +134,53 @@ class Store:
             SEEN_KEEP,
             *(t.to_json() for t in turns),
         ]
-        return bool(await self._call(self._append(keys=keys, args=args)))
+        return bool(await self.guard(self._append(keys=keys, args=args)))
 
     async def seen(self, key: ConversationKey, dedupe_id: str) -> bool:
-        return await self._call(self.redis.zscore(key.redis_key("seen"), dedupe_id)) is not None
+        return await self.guard(self.redis.zscore(key.redis_key("seen"), dedupe_id)) is not None
 
     async def history(self, key: ConversationKey, limit: int | None = None) -> list[Turn]:
         """The newest ``limit`` turns (a fixed window: reading never grows with the stored history)."""
         n = min(limit or self.window, self.window)
-        raw = await self._call(self.redis.lrange(key.redis_key("turns"), -n, -1))
+        raw = await self.guard(self.redis.lrange(key.redis_key("turns"), -n, -1))
         return [Turn.from_json(r) for r in raw]
 
     async def pop_exchange(self, key: ConversationKey) -> Turn | None:
         """Remove the newest question and its answer; the question, or None if there is none."""
-        raw = await self._call(self._pop_exchange(keys=[key.redis_key("turns")]))
+        raw = await self.guard(self._pop_exchange(keys=[key.redis_key("turns")]))
         return Turn.from_json(raw) if raw else None
 
     async def claim(self, name: str, ttl: int) -> bool:
         """True the first time ``name`` is claimed within ``ttl`` seconds (dedupe of deliveries)."""
-        return bool(await self._call(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
+        return bool(await self.guard(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
 
     async def count_person(self, platform: str, person: str, prompt_tokens: int, completion_tokens: int) -> None:
         # A person's usage spans conversations, so it lives outside any one conversation's hash tag.
         keys = [person_key(platform, person, "usage")]
-        await self._call(self._person_usage(keys=keys, args=[prompt_tokens, completion_tokens, self.ttl]))
+        await self.guard(self._person_usage(keys=keys, args=[prompt_tokens, completion_tokens, self.ttl]))
 
     async def person_usage(self, platform: str, person: str) -> dict[str, int]:
-        raw = await self._call(self.redis.hgetall(person_key(platform, person, "usage")))
+        raw = await self.guard(self.redis.hgetall(person_key(platform, person, "usage")))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     async def erase_person(self, platform: str, person: str) -> None:
-        await self._call(self.redis.delete(person_key(platform, person, "usage")))
+        """Everything kept about a person outside conversations: usage and quota counters."""
+        async for found in self.redis.scan_iter(match=person_key(platform, person, "*"), count=500):
+            await self.guard(self.redis.delete(found))
 
     async def erase_chat(self, platform: str, chat: str) -> int:
         """Erase every conversation of a chat (all its threads, and each person's in it); keys removed."""
         removed = 0
         async for found in self.redis.scan_iter(match=chat_pattern(platform, chat), count=500):
-            removed += int(await self._call(self.redis.delete(found)))
+            removed += int(await self.guard(self.redis.delete(found)))
         return removed
 
     async def reset(self, key: ConversationKey) -> None:
         """Forget the turns; the persona stays (it is a setting, not conversation)."""
-        await self._call(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
+        await self.guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
 
     async def erase(self, key: ConversationKey) -> None:
-        await self._call(self.redis.delete(*(key.redis_key(k) for k in KINDS)))
+        await self.guard(self.redis.delete(*(key.redis_key(k) for k in KINDS)))
 
     async def set_persona(self, key: ConversationKey, persona: str | None) -> None:
         meta = key.redis_key("meta")
@@ -185,16 +188,16 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(meta, "persona", persona)
                 pipe.expire(meta, self.ttl)
-                await self._call(pipe.execute())
+                await self.guard(pipe.execute())
         else:
-            await self._call(self.redis.hdel(meta, "persona"))
+            await self.guard(self.redis.hdel(meta, "persona"))
 
     async def persona(self, key: ConversationKey) -> str | None:
-        value = await self._call(self.redis.hget(key.redis_key("meta"), "persona"))
+        value = await self.guard(self.redis.hget(key.redis_key("meta"), "persona"))
         return value.decode() if isinstance(value, bytes) else value
 
     async def usage(self, key: ConversationKey) -> dict[str, int]:
-        raw = await self._call(self.redis.hgetall(key.redis_key("usage")))
+        raw = await self.guard(self.redis.hgetall(key.redis_key("usage")))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     async def export(self, key: ConversationKey) -> dict[str, Any]:

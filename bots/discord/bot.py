@@ -15,6 +15,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
+from bots.replies import limits_text, parse_limit, usage_text
 from bots.streaming import Surface, stream_reply
 from engine.engine import ChatEvent, ChatRequest, Engine
 from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
@@ -218,6 +219,7 @@ class DiscordBot:
             author=message.author.display_name,
             author_id=str(message.author.id),
             message_id=str(message.id),
+            exempt=message.author.id in self.settings.discord_admin_ids,
         )
         await self._stream(
             ChannelSurface(message.channel, reply_to=message),
@@ -298,14 +300,36 @@ class DiscordBot:
                 "Stopped." if stopped else "I'm not writing anything here right now.", ephemeral=True
             )
 
-        @tree.command(name="usage", description="Your usage")
+        @tree.command(name="usage", description="Your usage and what is left")
         async def usage(interaction: discord.Interaction) -> None:
-            u = await self.engine.person_usage(PLATFORM, str(interaction.user.id))
-            await interaction.response.send_message(
-                f"Your usage: {u.get('requests', 0)} requests, {u.get('prompt_tokens', 0)} prompt tokens, "
-                f"{u.get('completion_tokens', 0)} reply tokens.",
-                ephemeral=True,
-            )
+            person = str(interaction.user.id)
+            used = await self.engine.person_usage(PLATFORM, person)
+            left = await self.engine.limits_left(PLATFORM, person, self._key(interaction).chat)
+            await interaction.response.send_message(usage_text(used, left), ephemeral=True)
+
+        @tree.command(name="limits", description="Show or set this channel's limits (managers)")
+        @app_commands.describe(
+            requests_per_minute="Requests per minute in this channel (0 = unlimited, - = default)",
+            tokens_per_day="Tokens per day in this channel (0 = unlimited, - = default)",
+        )
+        async def limits(
+            interaction: discord.Interaction, requests_per_minute: str | None = None, tokens_per_day: str | None = None
+        ) -> None:
+            chat = self._key(interaction).chat
+            if requests_per_minute is not None or tokens_per_day is not None:
+                if not self._is_admin(interaction):
+                    await interaction.response.send_message(
+                        "Only members who can manage this server may change its limits.", ephemeral=True
+                    )
+                    return
+                try:
+                    rpm, tpd = parse_limit(requests_per_minute), parse_limit(tokens_per_day)
+                except ValueError as exc:
+                    await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)
+                    return
+                await self.engine.set_chat_limits(PLATFORM, chat, requests_per_minute=rpm, tokens_per_day=tpd)
+            shown = limits_text(*await self.engine.chat_limits(PLATFORM, chat))
+            await interaction.response.send_message(shown, ephemeral=True)
 
         @tree.command(name="forget", description="Erase what Parley stores about you (managers: this channel)")
         async def forget(interaction: discord.Interaction) -> None:
@@ -354,6 +378,7 @@ class DiscordBot:
             author=interaction.user.display_name,
             author_id=str(interaction.user.id),
             message_id=f"i{interaction.id}",
+            exempt=interaction.user.id in self.settings.discord_admin_ids,
         )
 
     async def _answer_interaction(self, interaction: discord.Interaction, prompt: str) -> None:

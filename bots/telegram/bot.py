@@ -28,6 +28,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from bots.replies import limits_text, parse_limits, usage_text
 from bots.streaming import stream_reply
 from bots.telegram.surface import TelegramSurface
 from bots.text.split import split_message, utf16_len
@@ -52,7 +53,8 @@ COMMANDS = [
     ("retry", "Answer the last question again"),
     ("stop", "Stop the answer being written"),
     ("system", "Show or set this chat's persona"),
-    ("usage", "Your usage"),
+    ("usage", "Your usage and what is left"),
+    ("limits", "Show or set this chat's limits (admins)"),
     ("forget", "Erase what I store about you (or, for admins, this group)"),
     ("model", "Which model answers"),
     ("help", "How to talk to me"),
@@ -135,6 +137,7 @@ class TelegramBot:
             "stop": self._stop,
             "system": self._system,
             "usage": self._usage,
+            "limits": self._limits,
             "forget": self._forget,
             "model": self._model,
         }
@@ -296,6 +299,7 @@ class TelegramBot:
             author=_display_name(message.from_user),
             author_id=str(message.from_user.id) if message.from_user else None,
             message_id=f"{message.chat.id}:{message.message_id}",
+            exempt=self._is_listed_admin(message.from_user),
         )
 
     async def _message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -359,12 +363,27 @@ class TelegramBot:
             await self._guarded(message, self._do_usage(message, message.from_user))
 
     async def _do_usage(self, message: Message, user: User) -> None:
-        u = await self.engine.person_usage(PLATFORM, str(user.id))
-        await self._say(
-            message,
-            f"Your usage: {u.get('requests', 0)} requests, {u.get('prompt_tokens', 0)} prompt tokens, "
-            f"{u.get('completion_tokens', 0)} reply tokens.",
-        )
+        usage = await self.engine.person_usage(PLATFORM, str(user.id))
+        left = await self.engine.limits_left(PLATFORM, str(user.id), str(message.chat.id))
+        await self._say(message, usage_text(usage, left))
+
+    async def _limits(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (message := update.effective_message) is not None:
+            await self._guarded(message, self._do_limits(message, context.args or []))
+
+    async def _do_limits(self, message: Message, args: list[str]) -> None:
+        chat = str(message.chat.id)
+        if args:
+            if not await self._is_admin(message):
+                await self._say(message, "Only the group's admins can change its limits.")
+                return
+            try:
+                rpm, tpd = parse_limits(args)
+            except ValueError as exc:
+                await self._say(message, f"Usage: /limits REQUESTS_PER_MINUTE [TOKENS_PER_DAY]: {exc}.")
+                return
+            await self.engine.set_chat_limits(PLATFORM, chat, requests_per_minute=rpm, tokens_per_day=tpd)
+        await self._say(message, limits_text(*await self.engine.chat_limits(PLATFORM, chat)))
 
     async def _forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

@@ -303,3 +303,18 @@ async def test_token_never_reaches_the_logs(dc: FakeDiscord, fast_engine: Engine
     logged = stream.getvalue()
     assert "[redacted]" in logged
     assert dc.token not in logged
+
+
+async def test_limits_command(dc: FakeDiscord, bot: DiscordBot) -> None:
+    g = await _guild(dc, "Server")
+    ann, boss = _member(dc, g, "ann"), _member(dc, g, "boss", admin=True)
+    refused = await dc.slash(g.channel_id, ann, "limits", {"requests_per_minute": "1"})
+    await refused.wait_done()
+    assert "Only members who can manage" in refused.text
+    changed = await dc.slash(g.channel_id, boss, "limits", {"requests_per_minute": "1"})
+    await changed.wait_done()
+    assert "1 requests per minute" in changed.text
+    await dc.user_says(g.channel_id, ann, "first", mentions=[dc.bot_id])
+    await dc.wait_for_message(g.channel_id, "Ann: first")
+    await dc.user_says(g.channel_id, ann, "second", mentions=[dc.bot_id])
+    await dc.wait_for_message(g.channel_id, "per minute in this chat; try again in")

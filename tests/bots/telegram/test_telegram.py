@@ -12,6 +12,7 @@ from bots.telegram.bot import TelegramBot
 from engine.engine import Engine
 from engine.errors import ConfigError
 from engine.keys import ConversationKey
+from engine.quota import Limits
 from engine.settings import Settings
 from tests.bots.conftest import captured_logs
 from tests.fakes.generator import ScriptedGenerator
@@ -342,3 +343,25 @@ async def test_tokens_never_reach_the_logs(tg: FakeTelegram, tg_settings: Settin
     assert "[redacted]" in logged
     assert tg.token not in logged  # ...without the token
     assert tg.token.split(":")[1] not in logged
+
+
+async def test_quota_refusal_says_when_and_admins_set_limits(tg: FakeTelegram, tg_settings: Settings,
+                                                             fast_engine: Engine) -> None:  # fmt: skip
+    fast_engine.quotas.limits = Limits(2, 0, 0, 0)  # two requests a minute per person
+    async with TelegramBot(fast_engine, tg_settings, group_interval=0.02):
+        boss, ann = tg.user("Boss"), tg.user("Ann")
+        group = tg.group("Team", supergroup=True, owner=boss)
+        for i in range(2):
+            tg.user_says(group, ann, f"/ask q{i}")
+            await tg.wait_for_message(group, f"q{i}")
+        tg.user_says(group, ann, "/ask one too many")
+        refusal = await tg.wait_for_message(group, "limit of requests per minute for you")
+        assert "try again in" in refusal.text
+        tg.user_says(group, ann, "/usage")
+        await tg.wait_for_message(group, "0 requests this minute")
+        tg.user_says(group, ann, "/limits 5")
+        await tg.wait_for_message(group, "Only the group's admins can change its limits")
+        tg.user_says(group, boss, "/limits 5 1000")
+        await tg.wait_for_message(group, "5 requests per minute, 1000 tokens per day")
+        tg.user_says(group, boss, "/limits lots")
+        await tg.wait_for_message(group, "is not a number")
