@@ -23,6 +23,7 @@ from engine.engine import Engine
 from engine.errors import ContextTooLong, InputRejected, QuotaExceeded, StoreUnavailable
 from engine.model.generator import Delta, Finished, GeneratorBusy
 from engine.model.sampling import SamplingParams
+from engine.moderation import Refused
 from engine.quota import RateLimit
 from engine.settings import Settings
 
@@ -165,7 +166,7 @@ def _usage(fin: Finished) -> dict[str, int]:
 
 
 def _finish_reason(fin: Finished) -> str:
-    return "length" if fin.finish_reason == "length" else "stop"
+    return fin.finish_reason if fin.finish_reason in ("length", "content_filter") else "stop"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -238,6 +239,8 @@ class ApiServer:
             first = await anext(aiter(events))
         except ContextTooLong as exc:
             raise _bad(str(exc), "messages", "context_length_exceeded") from None
+        except Refused as exc:
+            raise _bad(str(exc), "messages", "content_filter") from None
         except InputRejected as exc:
             raise _bad(str(exc), "messages") from None
         except GeneratorBusy as exc:

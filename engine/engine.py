@@ -17,6 +17,7 @@ from engine.keys import ConversationKey
 from engine.model.generator import Delta, Finished, Generator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
+from engine.moderation import REFUSAL, WITHDRAWN, Refused, load_moderator
 from engine.prompt import build_prompt
 from engine.quota import KEEP, Limits, Quotas
 from engine.settings import Settings
@@ -82,6 +83,7 @@ class Engine:
         self.generator = generator
         self.model = model
         self._slots: dict[str, _Slot] = {}
+        self.moderator = load_moderator(settings.moderation)
         self.quotas = Quotas(
             store.redis,
             Limits(
@@ -139,6 +141,7 @@ class Engine:
         """Answer one message: Notice*, Delta*, then one Reply. Refusals raise InputRejected before any
         event and store nothing; a message id already answered raises InputRejected too."""
         text = check_input(request.text, max_chars=self.settings.max_input_chars)
+        self._moderate_input(text)
         params = request.params or self.default_params()
         # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
         params = replace(params, max_tokens=min(params.max_tokens, self.settings.max_reply_tokens))
@@ -174,12 +177,21 @@ class Engine:
                 f"{prompt.history_left_out} older message(s) are beyond what the model can see now; they stay stored.",
             )
         finished: Finished | None = None
+        written, withdrawn = "", False
         async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel):
             if isinstance(event, Finished):
                 finished = event
-            else:
+                continue
+            written += event.text
+            if self._flagged_output(written):
+                withdrawn = True
+                cancel.set()  # stop writing it; the final reply replaces what was shown
+                continue
+            if not withdrawn:
                 yield event
         assert finished is not None
+        if withdrawn:
+            finished = replace(finished, text=WITHDRAWN, finish_reason="content_filter")
         turns = [user_turn]
         if finished.text or finished.finish_reason != "cancelled":
             turns.append(Turn(role="assistant", content=finished.text, stopped=finished.finish_reason == "cancelled"))
@@ -214,6 +226,9 @@ class Engine:
         cleaned = [{"role": m["role"], "content": clean_text(m["content"])} for m in messages]
         if not cleaned:
             raise InputRejected("messages must not be empty")
+        for m in cleaned:
+            if m["role"] == "user":
+                self._moderate_input(m["content"])
         if cleaned[0]["role"] != "system":
             cleaned.insert(0, {"role": "system", "content": self.settings.system_prompt})
         text = self.model.template.render(cleaned, add_generation_prompt=True)
@@ -223,9 +238,19 @@ class Engine:
             raise ContextTooLong(
                 f"the messages take {len(ids)} tokens; the model's context holds {self.generator.context_tokens}"
             )
-        async for event in self.generator.stream(ids, replace(params, max_tokens=min(params.max_tokens, room)),
-                                                 cancel=cancel):  # fmt: skip
-            yield event
+        written, withdrawn = "", False
+        cancel = cancel or threading.Event()
+        params = replace(params, max_tokens=min(params.max_tokens, room))
+        async for event in self.generator.stream(ids, params, cancel=cancel):
+            if isinstance(event, Finished):
+                yield replace(event, text=WITHDRAWN, finish_reason="content_filter") if withdrawn else event
+                continue
+            written += event.text
+            if self._flagged_output(written):
+                withdrawn = True
+                cancel.set()
+            elif not withdrawn:
+                yield event
 
     async def retry(
         self, key: ConversationKey, *, params: SamplingParams | None = None, cancel: threading.Event | None = None
@@ -280,6 +305,19 @@ class Engine:
             f"{info.name} ({info.precision}, ONNX Runtime on {self.generator.runner.device}, "
             f"{self.generator.context_tokens}-token context)"
         )
+
+    def _moderate_input(self, text: str) -> None:
+        if self.moderator is not None and (reason := self.moderator(text)):
+            log.info("moderation refused a request (%s)", reason)
+            raise Refused(REFUSAL)
+
+    def _flagged_output(self, text: str) -> bool:
+        if self.moderator is None:
+            return False
+        reason = self.moderator(text)
+        if reason:
+            log.info("moderation withdrew an answer (%s)", reason)
+        return bool(reason)
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)
