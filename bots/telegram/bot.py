@@ -144,6 +144,7 @@ class TelegramBot:
         for name, callback in handlers.items():
             app.add_handler(CommandHandler(name, callback))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._message))
+        app.add_handler(MessageHandler(filters.COMMAND, self._unknown_command))  # after the known ones
         app.add_error_handler(self._on_error)
         return app
 
@@ -310,6 +311,17 @@ class TelegramBot:
         if text is None:
             return  # group chatter not meant for us
         await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text:
+            return
+        command, _, target = message.text.split(maxsplit=1)[0].partition("@")
+        # A command for another bot, or a bare one in a group (it may be another bot's), is not ours.
+        mine = target.lower() == (self.app.bot.username or "").lower()
+        if (target and not mine) or (not target and message.chat.type != ChatType.PRIVATE):
+            return
+        await self._say(message, f"I don't know {command[:64]}. /help lists what I can do.")
 
     async def _ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

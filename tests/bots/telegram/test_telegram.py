@@ -365,3 +365,28 @@ async def test_quota_refusal_says_when_and_admins_set_limits(tg: FakeTelegram, t
         await tg.wait_for_message(group, "5 requests per minute, 1000 tokens per day")
         tg.user_says(group, boss, "/limits lots")
         await tg.wait_for_message(group, "is not a number")
+
+
+async def test_unknown_commands(tg: FakeTelegram, bot: TelegramBot) -> None:
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "/frobnicate now")
+    await tg.wait_for_message(chat, "I don't know /frobnicate. /help lists")
+    group = tg.group("G", supergroup=True)
+    tg.user_says(group, ann, "/frobnicate@other_bot")
+    tg.user_says(group, ann, "/frobnicate@parley_test_bot")
+    await tg.wait_for_message(group, "I don't know /frobnicate")
+    await tg.wait_for_idle()
+    assert len(tg.messages(group)) == 1  # the other bot's command was left alone
+
+
+async def test_blocked_by_one_person_others_still_answered(tg: FakeTelegram, bot: TelegramBot) -> None:
+    eve, ann = tg.user("Eve"), tg.user("Ann")
+    tg.block(eve)  # every send to Eve's chat now answers 403
+    tg.user_says(tg.private_chat(eve), eve, "hello")
+    tg.user_says(tg.private_chat(ann), ann, "hello")
+    await tg.wait_for_message(tg.private_chat(ann), "echo 1: hello")
+    await tg.wait_for_idle()
+    assert tg.messages(tg.private_chat(eve)) == []
+    tg.user_says(tg.private_chat(ann), ann, "still there?")
+    await tg.wait_for_message(tg.private_chat(ann), "echo 2: still there?")
