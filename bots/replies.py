@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from engine.errors import InputRejected, ParleyError, StoreUnavailable
 from engine.quota import KEEP
+
+UNAVAILABLE = "My memory is temporarily unavailable; please try again in a moment."
+
+
+def explain(error: ParleyError) -> str:
+    """What a person is told when their request fails: refusals say why, outages say to retry."""
+    if isinstance(error, StoreUnavailable):
+        return UNAVAILABLE
+    if isinstance(error, InputRejected):
+        return f"Sorry: {error}."
+    return f"Sorry, something went wrong: {error}."
 
 
 def _amount(value: int | None, unit: str) -> str:

@@ -17,7 +17,7 @@ from engine.keys import ConversationKey
 from engine.model.generator import Delta, Finished, Generator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
-from engine.moderation import REFUSAL, WITHDRAWN, Refused, load_moderator
+from engine.moderation import REFUSAL, WITHDRAWN, Moderator, Refused, load_moderator
 from engine.prompt import build_prompt
 from engine.quota import KEEP, Limits, Quotas
 from engine.settings import Settings
@@ -32,6 +32,49 @@ MAX_WAITING_PER_CONVERSATION = 2
 
 class ConversationBusy(InputRejected):
     pass
+
+
+class _OutputWatch:
+    """Moderation of an answer while it is written. Text is held back until it has been checked, so
+    nothing refused is ever shown; checks run every CHECK_EVERY new characters and at the end, not per
+    token (a classifier call per token would be the slowest part of the loop)."""
+
+    CHECK_EVERY = 64
+
+    def __init__(self, moderator: Moderator | None) -> None:
+        self.moderator = moderator
+        self.text = ""
+        self.checked = self.released = 0
+        self.withdrawn = False
+
+    def feed(self, delta: str) -> str:
+        """The text that may be shown now ('' while it is held back or withdrawn)."""
+        if self.moderator is None:
+            return delta
+        self.text += delta
+        if len(self.text) - self.checked >= self.CHECK_EVERY:
+            self._check()
+        return self._release(self.checked)
+
+    def finish(self) -> str:
+        """The last check; whatever may still be shown."""
+        if self.moderator is None:
+            return ""
+        self._check()
+        return self._release(len(self.text))
+
+    def _check(self) -> None:
+        assert self.moderator is not None
+        if not self.withdrawn and (reason := self.moderator(self.text)):
+            log.info("moderation withdrew an answer (%s)", reason)
+            self.withdrawn = True
+        self.checked = len(self.text)
+
+    def _release(self, upto: int) -> str:
+        if self.withdrawn:
+            return ""
+        out, self.released = self.text[self.released : upto], upto
+        return out
 
 
 @dataclass(eq=False)
@@ -177,20 +220,18 @@ class Engine:
                 f"{prompt.history_left_out} older message(s) are beyond what the model can see now; they stay stored.",
             )
         finished: Finished | None = None
-        written, withdrawn = "", False
+        watch = _OutputWatch(self.moderator)
         async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel):
             if isinstance(event, Finished):
                 finished = event
-                continue
-            written += event.text
-            if self._flagged_output(written):
-                withdrawn = True
-                cancel.set()  # stop writing it; the final reply replaces what was shown
-                continue
-            if not withdrawn:
-                yield event
+            elif shown := watch.feed(event.text):
+                yield Delta(shown)
+            elif watch.withdrawn:
+                cancel.set()  # stop writing it
         assert finished is not None
-        if withdrawn:
+        if tail := watch.finish():
+            yield Delta(tail)
+        if watch.withdrawn:
             finished = replace(finished, text=WITHDRAWN, finish_reason="content_filter")
         turns = [user_turn]
         if finished.text or finished.finish_reason != "cancelled":
@@ -238,19 +279,18 @@ class Engine:
             raise ContextTooLong(
                 f"the messages take {len(ids)} tokens; the model's context holds {self.generator.context_tokens}"
             )
-        written, withdrawn = "", False
+        watch = _OutputWatch(self.moderator)
         cancel = cancel or threading.Event()
         params = replace(params, max_tokens=min(params.max_tokens, room))
         async for event in self.generator.stream(ids, params, cancel=cancel):
             if isinstance(event, Finished):
-                yield replace(event, text=WITHDRAWN, finish_reason="content_filter") if withdrawn else event
-                continue
-            written += event.text
-            if self._flagged_output(written):
-                withdrawn = True
+                if tail := watch.finish():
+                    yield Delta(tail)
+                yield replace(event, text=WITHDRAWN, finish_reason="content_filter") if watch.withdrawn else event
+            elif shown := watch.feed(event.text):
+                yield Delta(shown)
+            elif watch.withdrawn:
                 cancel.set()
-            elif not withdrawn:
-                yield event
 
     async def retry(
         self, key: ConversationKey, *, params: SamplingParams | None = None, cancel: threading.Event | None = None
@@ -310,14 +350,6 @@ class Engine:
         if self.moderator is not None and (reason := self.moderator(text)):
             log.info("moderation refused a request (%s)", reason)
             raise Refused(REFUSAL)
-
-    def _flagged_output(self, text: str) -> bool:
-        if self.moderator is None:
-            return False
-        reason = self.moderator(text)
-        if reason:
-            log.info("moderation withdrew an answer (%s)", reason)
-        return bool(reason)
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)

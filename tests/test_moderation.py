@@ -87,3 +87,15 @@ async def test_api_completion_is_moderated_too(settings: Settings, store: Store,
     engine = _engine(settings, store, model, "tests.fakes.moderation:flag_forbidden")
     with pytest.raises(Refused):
         [e async for e in engine.complete([{"role": "user", "content": "forbidden"}], SamplingParams())]
+
+
+async def test_clean_answers_stream_whole_with_moderation_on(settings: Settings, store: Store, model: LoadedModel,
+                                                             key: ConversationKey) -> None:  # fmt: skip
+    reply_text = "A perfectly ordinary answer about gardening, " * 6
+    engine = _engine(settings, store, model, "rules", reply=reply_text)
+    events = [e async for e in engine.chat(ChatRequest(key, "tell me", params=SamplingParams(max_tokens=100)))]
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert len(deltas) > 1  # still streamed, in checked pieces
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    assert "".join(deltas) == reply.text == reply_text

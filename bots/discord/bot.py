@@ -15,7 +15,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
-from bots.replies import limits_text, parse_limit, usage_text
+from bots.replies import explain, limits_text, parse_limit, usage_text
 from bots.streaming import Surface, stream_reply
 from engine.engine import ChatEvent, ChatRequest, Engine
 from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
@@ -38,7 +38,6 @@ HELP = (
     "shows or sets the persona (server managers), `/usage` shows your usage, `/forget` erases what I store "
     "about you (server managers: this channel), `/model` says which model answers."
 )
-UNAVAILABLE = "My memory is temporarily unavailable; please try again in a moment."
 RATE_LIMITED = "Discord is rate-limiting me right now; please try again in a minute."
 
 
@@ -204,8 +203,8 @@ class DiscordBot:
             # A resumed gateway session can deliver a message again: answer it once.
             if not await self.engine.store.claim(f"dc:{me.id}:message:{message.id}", MESSAGE_CLAIM_TTL):
                 return
-        except StoreUnavailable:
-            await self._say(message, UNAVAILABLE)
+        except StoreUnavailable as exc:
+            await self._say(message, explain(exc))
             return
         if not self._allowed(message.author, message.guild):
             await self._say(message, "Sorry, I'm not available to you here.")
@@ -237,12 +236,8 @@ class DiscordBot:
         """One answer, with every failure turned into a short message (and one channel's 403 kept there)."""
         try:
             await stream_reply(events, surface, split=split_for_discord, interval=self.interval)
-        except StoreUnavailable:
-            await say(UNAVAILABLE)
-        except InputRejected as exc:
-            await say(f"Sorry: {exc}.")
         except ParleyError as exc:
-            await say(f"Sorry, something went wrong: {exc}.")
+            await say(explain(exc))
         except discord.RateLimited:
             await say(RATE_LIMITED)
         except discord.Forbidden as exc:
@@ -325,7 +320,7 @@ class DiscordBot:
                 try:
                     rpm, tpd = parse_limit(requests_per_minute), parse_limit(tokens_per_day)
                 except ValueError as exc:
-                    await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)
+                    await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)  # a ValueError
                     return
                 await self.engine.set_chat_limits(PLATFORM, chat, requests_per_minute=rpm, tokens_per_day=tpd)
             shown = limits_text(*await self.engine.chat_limits(PLATFORM, chat))
@@ -367,7 +362,7 @@ class DiscordBot:
         try:
             check_input(prompt, max_chars=self.settings.max_input_chars)
         except InputRejected as exc:
-            await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)
+            await interaction.response.send_message(explain(exc), ephemeral=True)
             return True
         return False
 
@@ -414,10 +409,8 @@ class DiscordBot:
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, StoreUnavailable):
-            text = UNAVAILABLE
-        elif isinstance(cause, InputRejected):
-            text = f"Sorry: {cause}."
+        if isinstance(cause, ParleyError):
+            text = explain(cause)
         else:
             log.error("slash command failed", exc_info=cause)
             text = "Sorry, something went wrong."

@@ -28,12 +28,12 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bots.replies import limits_text, parse_limits, usage_text
+from bots.replies import explain, limits_text, parse_limits, usage_text
 from bots.streaming import stream_reply
 from bots.telegram.surface import TelegramSurface
 from bots.text.split import split_message, utf16_len
 from engine.engine import ChatEvent, ChatRequest, Engine
-from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
+from engine.errors import ConfigError, ParleyError
 from engine.keys import ConversationKey
 from engine.settings import Settings
 
@@ -280,12 +280,8 @@ class TelegramBot:
         )
         try:
             await stream_reply(events, surface, split=_split, interval=self.intervals[private])
-        except StoreUnavailable:
-            await self._say(message, "My memory is temporarily unavailable; please try again in a moment.")
-        except InputRejected as exc:
-            await self._say(message, f"Sorry: {exc}.")
         except ParleyError as exc:
-            await self._say(message, f"Sorry, something went wrong: {exc}.")
+            await self._say(message, explain(exc))
 
     async def _say(self, message: Message, text: str) -> None:
         try:
@@ -425,10 +421,8 @@ class TelegramBot:
     async def _guarded(self, message: Message, action: Coroutine[Any, Any, None]) -> None:
         try:
             await action
-        except StoreUnavailable:
-            await self._say(message, "My memory is temporarily unavailable; please try again in a moment.")
-        except InputRejected as exc:
-            await self._say(message, f"Sorry: {exc}.")
+        except ParleyError as exc:
+            await self._say(message, explain(exc))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if isinstance(context.error, RetryAfter | Forbidden):
