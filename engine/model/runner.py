@@ -75,6 +75,8 @@ class OnnxRunner:
                 self._binding.bind_ortvalue_output(present % layer, buf)
                 self._cache.append(buf)
         self.length = 0  # positions of the cache in use
+        # The mask is all ones (right padding only): one buffer, sliced per step, not a new array per token.
+        self._mask = np.ones((1, self.max_len), dtype=np.int64)
 
     def reset(self) -> None:
         """Start a new sequence: stale cache positions are masked out, so nothing needs clearing."""
@@ -89,7 +91,7 @@ class OnnxRunner:
             raise ModelError(f"sequence of {self.length + n} tokens exceeds the cache ({self.max_len})")
         b = self._binding
         b.bind_cpu_input("input_ids", token_ids.reshape(1, n))
-        b.bind_cpu_input("attention_mask", np.ones((1, self.length + n), dtype=np.int64))
+        b.bind_cpu_input("attention_mask", self._mask[:, : self.length + n])
         if self._selects_logits:
             positions = np.arange(n, dtype=np.int64) if all_logits else np.array([n - 1], dtype=np.int64)
             b.bind_cpu_input(LOGIT_POSITIONS, positions.reshape(1, -1))
