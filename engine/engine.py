@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import ContextTooLong, InputRejected
 from engine.keys import ConversationKey
-from engine.model.generator import Delta, Finished, Generator
+from engine.model.generator import Delta, Finished, TextGenerator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
 from engine.moderation import REFUSAL, WITHDRAWN, Moderator, Refused, load_moderator
@@ -120,7 +120,7 @@ ChatEvent = Notice | Delta | Reply
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, generator: Generator, model: LoadedModel) -> None:
+    def __init__(self, settings: Settings, store: Store, generator: TextGenerator, model: LoadedModel) -> None:
         self.settings = settings
         self.store = store
         self.generator = generator
@@ -221,7 +221,7 @@ class Engine:
             )
         finished: Finished | None = None
         watch = _OutputWatch(self.moderator)
-        async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel):
+        async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel, cache_key=key.id):
             if isinstance(event, Finished):
                 finished = event
             elif shown := watch.feed(event.text):
@@ -342,7 +342,7 @@ class Engine:
     def model_summary(self) -> str:
         info = self.model.info
         return (
-            f"{info.name} ({info.precision}, ONNX Runtime on {self.generator.runner.device}, "
+            f"{info.name} ({info.precision}, ONNX Runtime on {self.generator.device}, "
             f"{self.generator.context_tokens}-token context)"
         )
 

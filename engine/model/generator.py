@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 
@@ -51,6 +52,32 @@ Event = Delta | Finished
 
 class GeneratorBusy(ParleyError):
     pass
+
+
+class TextGenerator(Protocol):
+    """The seam the engine talks to: the in-process generator, a remote worker pool, or a test double."""
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+    def stream(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        *,
+        cancel: threading.Event | None = None,
+        cache_key: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """Deltas, then one Finished. ``cache_key`` names the conversation, so a generator that keeps
+        conversations' caches can reuse the one it holds for it."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Gauges for metrics: requests ``running`` and ``waiting``."""
+        ...
 
 
 @dataclass(eq=False)
@@ -96,8 +123,20 @@ class Generator:
     def context_tokens(self) -> int:
         return self.runner.max_len
 
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    def stats(self) -> dict[str, int]:
+        return {"running": int(self.active), "waiting": self._jobs.qsize()}
+
     async def stream(
-        self, prompt: list[int], params: SamplingParams, *, cancel: threading.Event | None = None
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        *,
+        cancel: threading.Event | None = None,
+        cache_key: str | None = None,
     ) -> AsyncIterator[Event]:
         """Deltas, then one Finished. Setting ``cancel`` ends the reply early (finish_reason
         "cancelled"); leaving the loop early, or being cancelled, stops the work too."""

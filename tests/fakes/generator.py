@@ -17,11 +17,6 @@ from engine.model.sampling import SamplingParams
 
 
 @dataclass
-class _Runner:
-    device: str = "cpu"
-
-
-@dataclass
 class ScriptedGenerator:
     """Replies ``script(user_messages)`` (default: an echo naming how many questions it saw), streamed in
     pieces of ``piece`` characters every ``delay`` seconds."""
@@ -32,16 +27,24 @@ class ScriptedGenerator:
     delay: float = 0.002
     script: Callable[[list[str]], str] | None = None
     prompts: list[str] = field(default_factory=list)
-    runner: _Runner = field(default_factory=_Runner)
+    device: str = "cpu"
     cancelled: int = 0
     active: bool = False
+
+    def stats(self) -> dict[str, int]:
+        return {"running": int(self.active), "waiting": 0}
 
     def users(self, prompt_text: str) -> list[str]:
         parts = prompt_text.split("<|im_start|>user\n")[1:]
         return [p.split("<|im_end|>")[0] for p in parts]
 
     async def stream(
-        self, prompt: list[int], params: SamplingParams, *, cancel: threading.Event | None = None
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        *,
+        cancel: threading.Event | None = None,
+        cache_key: str | None = None,
     ) -> AsyncIterator[Delta | Finished]:
         text = self.model.tokenizer.decode(prompt, skip_special_tokens=False)
         self.prompts.append(text)
