@@ -36,8 +36,15 @@ async def open_engine(settings: Settings, *, progress: Progress | None = None) -
         info = await asyncio.to_thread(resolve_model, settings.model, settings.models_path, device=device, **kwargs)
         model = await asyncio.to_thread(load_model, info.path)
         runner = await asyncio.to_thread(
-            OnnxRunner, model, device=device, threads=settings.threads, max_len=settings.context_tokens
+            OnnxRunner,
+            model,
+            device=device,
+            threads=settings.threads,
+            max_len=settings.context_tokens,
+            rows=settings.max_batch,
         )
-        generator = await stack.enter_async_context(Generator(runner))
+        generator = await stack.enter_async_context(
+            Generator(runner, max_waiting=settings.max_waiting, cache_bytes=settings.kv_cache_mb << 20)
+        )
         log.info("model %s (%s) on %s", model.name, info.precision, runner.device)
         yield Engine(settings, store, generator, model)

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0, le=256)
     context_tokens: int = Field(default=2048, ge=256, le=131_072)
     max_reply_tokens: int = Field(default=512, ge=1, le=32_768)
+    # Conversations answered at once (continuous batching): each holds one row of the KV cache.
+    max_batch: int = Field(default=16, ge=1, le=256)
+    # Requests that may wait for a free row; past that, people are told the model is busy.
+    max_waiting: int = Field(default=64, ge=1, le=100_000)
+    # Host memory for the caches of conversations between turns (their next turn skips re-reading the
+    # history); least recently used are dropped first. 0 turns it off.
+    kv_cache_mb: int = Field(default=1024, ge=0)
 
     # Sampling defaults (temperature 0 is greedy, hence deterministic)
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
