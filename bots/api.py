@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import threading
 import time
 import uuid
@@ -21,13 +20,12 @@ from aiohttp import web
 
 from engine.engine import Engine
 from engine.errors import ContextTooLong, InputRejected, QuotaExceeded, StoreUnavailable
+from engine.http import HttpServer
 from engine.model.generator import Delta, Finished, GeneratorBusy
 from engine.model.sampling import SamplingParams
 from engine.moderation import Refused
 from engine.quota import RateLimit
 from engine.settings import Settings
-
-log = logging.getLogger(__name__)
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # Fields OpenAI defines that we accept; those with a value we cannot honour are refused below.
@@ -172,24 +170,38 @@ def _finish_reason(fin: Finished) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def listen_host(settings: Settings) -> str:
+    """Where the API may listen: anywhere asked with keys, loopback only without."""
+    return settings.api_host if settings.api_key_list else "127.0.0.1"
+
+
 class ApiServer:
+    """The API's routes, mounted under /v1 on the process's HTTP server (``server.mount()``)."""
+
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.keys = [k.encode() for k in settings.api_key_list]
+        self.max_body = settings.api_max_body_bytes
         self.limit = RateLimit(
             engine.store.redis, name="api", limit=settings.api_requests_per_minute, window_seconds=60
         )
-        self.app = web.Application(client_max_size=settings.api_max_body_bytes, middlewares=[self._errors])
-        self.app.router.add_get("/v1/models", self.models)
-        self.app.router.add_get("/v1/models/{model}", self.model)
-        self.app.router.add_post("/v1/chat/completions", self.chat_completions)
+        # A sub-application: its middleware (keys, OpenAI-shaped errors) covers /v1 only, not the health
+        # endpoints or Telegram's webhook on the same server.
+        self.app = web.Application(middlewares=[self._errors])
+        self.app.router.add_get("/models", self.models)
+        self.app.router.add_get("/models/{model}", self.model)
+        self.app.router.add_post("/chat/completions", self.chat_completions)
+
+    def mount(self, server: HttpServer) -> None:
+        server.app.add_subapp("/v1", self.app)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if self.keys:
                 self._authenticate(request)
-            return await handler(request)
+            # The body limit is the root application's unless a request carries its own.
+            return await handler(request.clone(client_max_size=self.max_body))
         except ApiError as exc:
             return exc.response()
         except web.HTTPRequestEntityTooLarge:
@@ -327,16 +339,9 @@ class ApiServer:
 
 @asynccontextmanager
 async def run_api(engine: Engine, settings: Settings) -> AsyncIterator[str]:
-    """Serve the API until the block ends; yields its base URL (``http://host:port/v1``)."""
-    server = ApiServer(engine, settings)
-    runner = web.AppRunner(server.app, access_log=None)
-    await runner.setup()
-    host = settings.api_host if server.keys else "127.0.0.1"
-    site = web.TCPSite(runner, host, settings.api_port or 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    log.info("OpenAI-compatible API on http://%s:%d/v1", host, port)
-    try:
-        yield f"http://{host}:{port}/v1"
-    finally:
-        await runner.cleanup()
+    """The API on a server of its own until the block ends; yields its base URL (``http://host:port/v1``).
+    `parley serve` mounts it on the process's shared server instead."""
+    server = HttpServer(engine.metrics)
+    ApiServer(engine, settings).mount(server)
+    async with server.serve(listen_host(settings), settings.api_port or 0) as url:
+        yield f"{url}/v1"

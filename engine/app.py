@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from redis.asyncio import Redis
+
 from engine.engine import Engine
-from engine.model.generator import Generator
+from engine.model.generator import Generator, TextGenerator
 from engine.model.importer import Progress, resolve_model
-from engine.model.registry import load_model
+from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner, pick_device
 from engine.redis_server import EmbeddedRedis
+from engine.remote import CONNECTIONS, RemoteGenerator
 from engine.settings import Settings
-from engine.store import Store, connect
+from engine.store import Store, connect, wait_until_reachable
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +26,60 @@ log = logging.getLogger(__name__)
 async def open_engine(settings: Settings, *, progress: Progress | None = None) -> AsyncIterator[Engine]:
     """Everything a front end needs, started in order and stopped in reverse, even on failure."""
     async with AsyncExitStack() as stack:
+        remote = settings.engine == "remote"
+        redis = await stack.enter_async_context(open_redis(settings, max_connections=CONNECTIONS if remote else 32))
+        store = Store(redis, ttl=settings.conversation_ttl, window=settings.history_messages)
+        model, device = await load_local_model(settings, progress)
+        generator: TextGenerator
+        if remote:
+            # Prompts are built here (tokenizer, chat template); the ONNX session lives in the workers.
+            generator = await stack.enter_async_context(
+                RemoteGenerator(
+                    store,
+                    context_tokens=settings.context_tokens,
+                    job_timeout=settings.job_timeout,
+                    max_waiting=settings.max_waiting,
+                )
+            )
+        else:
+            generator = await stack.enter_async_context(local_generator(settings, model, device))
+        yield Engine(settings, store, generator, model)
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings, *, max_connections: int = 32) -> AsyncIterator[Redis]:
+    """The configured Redis (or the embedded one), once it answers: PARLEY_REDIS_WAIT seconds of retries."""
+    async with AsyncExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.redis_url:
             url = settings.redis_url
         else:
             url = await stack.enter_async_context(EmbeddedRedis(settings.data_dir))
-        redis = await stack.enter_async_context(connect(url))
-        store = Store(redis, ttl=settings.conversation_ttl, window=settings.history_messages)
-        await store.ping()
-        device = pick_device(settings.device)
-        kwargs = {"progress": progress} if progress else {}
-        info = await asyncio.to_thread(resolve_model, settings.model, settings.models_path, device=device, **kwargs)
-        model = await asyncio.to_thread(load_model, info.path)
-        runner = await asyncio.to_thread(
-            OnnxRunner,
-            model,
-            device=device,
-            threads=settings.threads,
-            max_len=settings.context_tokens,
-            rows=settings.max_batch,
-        )
-        generator = await stack.enter_async_context(
-            Generator(runner, max_waiting=settings.max_waiting, cache_bytes=settings.kv_cache_mb << 20)
-        )
-        log.info("model %s (%s) on %s", model.name, info.precision, runner.device)
-        yield Engine(settings, store, generator, model)
+        redis = await stack.enter_async_context(connect(url, max_connections=max_connections))
+        await wait_until_reachable(redis, url, settings.redis_wait)
+        yield redis
+
+
+async def load_local_model(settings: Settings, progress: Progress | None = None) -> tuple[LoadedModel, str]:
+    """The configured model (imported on first use) and the device it is prepared for."""
+    device = pick_device(settings.device)
+    kwargs = {"progress": progress} if progress else {}
+    info = await asyncio.to_thread(resolve_model, settings.model, settings.models_path, device=device, **kwargs)
+    return await asyncio.to_thread(load_model, info.path), device
+
+
+@asynccontextmanager
+async def local_generator(settings: Settings, model: LoadedModel, device: str) -> AsyncIterator[Generator]:
+    """The model running in this process: the engine's own, or a `parley worker`'s."""
+    runner = await asyncio.to_thread(
+        OnnxRunner,
+        model,
+        device=device,
+        threads=settings.threads,
+        max_len=settings.context_tokens,
+        rows=settings.max_batch,
+    )
+    cache_bytes = settings.kv_cache_mb << 20
+    async with Generator(runner, max_waiting=settings.max_waiting, cache_bytes=cache_bytes) as generator:
+        log.info("model %s (%s) on %s", model.name, model.info.precision, runner.device)
+        yield generator

@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the configured front ends (the terminal chat when none is configured)")
+    sub.add_parser("worker", help="answer generation jobs queued in Redis by front ends with PARLEY_ENGINE=remote")
 
     chat = sub.add_parser("chat", help="chat in the terminal")
     chat.add_argument("--conversation", "-c", help="conversation id (default: 'default')")
@@ -51,40 +52,69 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _until_signalled() -> None:
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _until_signalled() -> None:
+    await _stop_event().wait()
 
 
 async def _serve(settings: Settings) -> None:
-    from bots.api import run_api
+    from bots.api import ApiServer, listen_host
     from bots.terminal import chat
     from engine.app import open_engine
+    from engine.http import HttpServer, NotReady
+    from engine.remote import RemoteGenerator
 
     async with open_engine(settings) as engine, AsyncExitStack() as front_ends:
-        if settings.api_port:
-            url = await front_ends.enter_async_context(run_api(engine, settings))
-            print(f"Parley is serving an OpenAI-compatible API at {url}.", flush=True)
-        if settings.telegram_bot_token:
-            from bots.telegram.bot import TelegramBot
-
-            bot = await front_ends.enter_async_context(TelegramBot(engine, settings))
-            print(f"Parley is answering on Telegram as @{bot.app.bot.username}.", flush=True)
-        if settings.discord_bot_token:
-            from bots.discord.bot import DiscordBot
-
-            discord_bot = await front_ends.enter_async_context(DiscordBot(engine, settings))
-            print(f"Parley is answering on Discord as {discord_bot.client.user}.", flush=True)
-        if settings.api_port or settings.telegram_bot_token or settings.discord_bot_token:
-            print("Ctrl-C stops it.", flush=True)
-            await _until_signalled()
-        else:
+        if not (settings.api_port or settings.telegram_bot_token or settings.discord_bot_token):
             print("No front end is configured (set PARLEY_API_PORT, TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN):")
             print("starting the terminal chat.")
             await chat(engine, conversation=None)
+            return
+
+        async def model_ready() -> None:
+            # In-process, the model is loaded before anything is served; remote, workers must be alive.
+            generator = engine.generator
+            if isinstance(generator, RemoteGenerator) and not await generator.workers_alive():
+                raise NotReady("no live `parley worker`")
+
+        # One server for the process (health, metrics, the API, Telegram's webhook), with everything
+        # mounted before it starts; the platforms connect afterwards and are "not ready" until they have.
+        http = HttpServer(engine.metrics, {"redis": engine.store.ping, "model": model_ready})
+        if settings.api_port:
+            ApiServer(engine, settings).mount(http)
+        telegram, discord = None, None
+        if settings.telegram_bot_token:
+            from bots.telegram.bot import TelegramBot
+
+            telegram = TelegramBot(engine, settings, http=http)
+            http.checks["telegram"] = telegram.ready
+        if settings.discord_bot_token:
+            from bots.discord.bot import DiscordBot
+
+            discord = DiscordBot(engine, settings)
+            http.checks["discord"] = discord.ready
+        if settings.api_port:
+            url = await front_ends.enter_async_context(http.serve(listen_host(settings), settings.api_port))
+            print(f"Parley is serving an OpenAI-compatible API at {url}/v1.", flush=True)
+        else:
+            url = await front_ends.enter_async_context(http.serve(settings.http_host, settings.http_port))
+        print(f"Health and metrics: {url}/healthz, {url}/readyz, {url}/metrics.", flush=True)
+        if telegram is not None:
+            await front_ends.enter_async_context(telegram)
+            print(f"Parley is answering on Telegram as @{telegram.app.bot.username}.", flush=True)
+        if discord is not None:
+            await front_ends.enter_async_context(discord)
+            print(f"Parley is answering on Discord as {discord.client.user}.", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+        await _until_signalled()
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> None:
@@ -93,6 +123,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
 
     if args.command == "serve":
         await _serve(settings)
+        return
+    if args.command == "worker":
+        from engine.worker import run_worker
+
+        await run_worker(settings, _stop_event())
         return
     async with open_engine(settings) as engine:
         if args.command == "chat":
@@ -133,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        setup_logging(settings.log_level or ("INFO" if args.command == "serve" else "WARNING"), settings.secrets())
+        level = settings.log_level or ("INFO" if args.command in ("serve", "worker") else "WARNING")
+        setup_logging(level, settings.secrets(), settings.log_format)
         if args.command == "model":
             _model_command(args, settings)
         else:

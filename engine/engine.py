@@ -7,13 +7,15 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import ContextTooLong, InputRejected
 from engine.keys import ConversationKey
+from engine.logs import request_context, request_id
+from engine.metrics import Metrics
 from engine.model.generator import Delta, Finished, TextGenerator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
@@ -120,12 +122,23 @@ ChatEvent = Notice | Delta | Reply
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, generator: TextGenerator, model: LoadedModel) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        generator: TextGenerator,
+        model: LoadedModel,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.generator = generator
         self.model = model
         self._slots: dict[str, _Slot] = {}
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_generator(generator.stats)
+        self.metrics.active_conversations.set_function(self.active_conversations)
         self.moderator = load_moderator(settings.moderation)
         self.quotas = Quotas(
             store.redis,
@@ -172,6 +185,10 @@ class Engine:
             if slot.waiting == 0 and not slot.lock.locked():
                 self._slots.pop(key.id, None)
 
+    def active_conversations(self) -> int:
+        """Conversations with an answer being written (those only waiting their turn are not counted)."""
+        return sum(slot.lock.locked() for slot in self._slots.values())
+
     def stop(self, key: ConversationKey) -> bool:
         """Cancel the answer being written in a conversation; False when there is none."""
         slot = self._slots.get(key.id)
@@ -183,6 +200,20 @@ class Engine:
     async def chat(self, request: ChatRequest, *, cancel: threading.Event | None = None) -> AsyncIterator[ChatEvent]:
         """Answer one message: Notice*, Delta*, then one Reply. Refusals raise InputRejected before any
         event and store nothing; a message id already answered raises InputRejected too."""
+        # Observed here, once for every front end; the request id tags every log line written meanwhile.
+        with (
+            request_context(request.message_id or uuid.uuid4().hex),
+            self.metrics.request(request.key.platform) as observed,
+        ):
+            async with aclosing(self._chat(request, cancel)) as events:
+                async for event in events:
+                    if isinstance(event, Delta):
+                        observed.shown()
+                    elif isinstance(event, Reply):
+                        observed.finished(event.prompt_tokens, event.completion_tokens)
+                    yield event
+
+    async def _chat(self, request: ChatRequest, cancel: threading.Event | None) -> AsyncGenerator[ChatEvent]:
         text = check_input(request.text, max_chars=self.settings.max_input_chars)
         self._moderate_input(text)
         params = request.params or self.default_params()
@@ -264,6 +295,19 @@ class Engine:
     ) -> AsyncIterator[Delta | Finished]:
         """Stateless completion of a whole conversation the caller sends (the HTTP API): nothing is
         read from or written to the store. Without a system message the configured one is used."""
+        # The HTTP server has set a request id already; a direct caller gets one here.
+        with request_context(request_id.get() or uuid.uuid4().hex), self.metrics.request("api") as observed:
+            async with aclosing(self._complete(messages, params, cancel)) as events:
+                async for event in events:
+                    if isinstance(event, Delta):
+                        observed.shown()
+                    else:
+                        observed.finished(event.prompt_tokens, event.completion_tokens)
+                    yield event
+
+    async def _complete(
+        self, messages: Sequence[Mapping[str, str]], params: SamplingParams, cancel: threading.Event | None
+    ) -> AsyncGenerator[Delta | Finished]:
         cleaned = [{"role": m["role"], "content": clean_text(m["content"])} for m in messages]
         if not cleaned:
             raise InputRejected("messages must not be empty")

@@ -57,3 +57,15 @@ def chat_pattern(platform: str, chat: str) -> str:
 def chat_key(platform: str, chat: str, kind: str) -> str:
     """A key about a whole chat; it matches ``chat_pattern`` so erasing the chat erases it too."""
     return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:-}}:{kind}"
+
+
+# Generation jobs for `parley worker` (PARLEY_ENGINE=remote). The queue and its dead letters share a hash tag
+# (one cluster slot); each request's reply stream and cancel flag share the request's own.
+JOBS = f"{PREFIX}:{{jobs}}:queue"
+DEAD_JOBS = f"{PREFIX}:{{jobs}}:dead"
+WORKERS = f"{PREFIX}:{{jobs}}:workers"  # sorted set: worker name -> when its heartbeat expires
+
+
+def job_key(request_id: str, kind: str) -> str:
+    """``reply`` (stream of the answer's events) or ``cancel`` (set when the requester stops)."""
+    return f"{PREFIX}:job:{{{quote_part(request_id)}}}:{kind}"

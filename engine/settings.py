@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     model_dir: Path | None = None
     conversation_ttl: int = Field(default=30 * 24 * 3600, ge=60)
     history_messages: int = Field(default=200, ge=2, le=10_000)
+    # Seconds to keep retrying an unreachable Redis at start-up (it may still be starting) before failing.
+    redis_wait: float = Field(default=30.0, ge=0, le=3600)
+
+    # Scale-out (README "Scaling out"): with `remote`, front ends hand generation to `parley worker`
+    # processes through a Redis Stream instead of running the model themselves.
+    engine: Literal["local", "remote"] = "local"
+    # Jobs one worker runs at once: as many as its batch has rows (PARLEY_MAX_BATCH), so the batch fills.
+    worker_concurrency: int = Field(default=16, ge=1, le=1024)
+    # Seconds a job may go without its worker's heartbeat before another worker takes it over.
+    job_timeout: float = Field(default=30.0, ge=1, le=3600)
+    max_deliveries: int = Field(default=3, ge=1, le=100)  # then the job goes to the dead-letter stream
 
     # Model
     model: str = "smollm2-135m"
@@ -113,6 +124,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    # text: one readable line per record; json: one JSON object per line (ts, level, logger, msg, request_id).
+    log_format: Literal["text", "json"] = "text"
 
     @staticmethod
     def _ids(value: str) -> frozenset[int]:

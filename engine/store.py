@@ -10,12 +10,15 @@ Every key carries the conversation TTL, refreshed on each write.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -27,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from engine.errors import StoreUnavailable
 from engine.keys import PREFIX, ConversationKey, chat_pattern, person_key
 
+log = logging.getLogger(__name__)
 KINDS = ("turns", "seen", "meta", "usage")
 SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
 
@@ -230,6 +234,34 @@ async def connect(url: str, *, max_connections: int = 32, wait_seconds: float = 
             await client.aclose()
         finally:
             await pool.aclose()
+
+
+def _where(url: str) -> str:
+    """The URL without its password, fit for a message."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+async def wait_until_reachable(redis: Redis, url: str, wait_seconds: float) -> None:
+    """At start-up Redis may still be starting (compose, Kubernetes, a reboot): retry for up to
+    ``wait_seconds``, then fail with a message that names it."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.25
+    while True:
+        try:
+            await redis.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailable(
+                    f"cannot reach Redis at {_where(url)} (tried for {wait_seconds:.0f} s: {exc}); "
+                    "check REDIS_URL and that Redis is running"
+                ) from None
+            log.warning("Redis at %s is not reachable yet (%s); retrying for %.0f s more", _where(url), exc, left)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
 
 
 __all__ = ["RedisError", "Store", "Turn", "connect"]

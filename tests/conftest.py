@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,17 +18,11 @@ from engine.model.generator import Generator
 from engine.model.importer import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, import_model, resolve_model
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
-from engine.redis_server import find_redis_server
 from engine.settings import Settings, load_settings
 from engine.store import Store, connect
+from tests.redis_process import RedisProcess
 
 CONTEXT_TOKENS = 2048
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -40,26 +31,11 @@ def redis_url() -> Iterator[str]:
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    port = _free_port()
     workdir = tempfile.mkdtemp(prefix="parley-test-redis-")
-    proc = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("test redis-server did not start") from None
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = RedisProcess(Path(workdir))
+    server.start()
+    yield server.url
+    server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
 
 

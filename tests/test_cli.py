@@ -99,34 +99,60 @@ def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
     assert '"turns": []' in result.stdout
 
 
-def test_serve_runs_the_api_until_sigterm(env: dict[str, str], model: LoadedModel) -> None:
+def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str], model: LoadedModel) -> None:
     import signal
     import socket
     import time
+    import urllib.error
     import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "serve"],
-        env={**env, "PARLEY_API_PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "PARLEY_API_PORT": str(port), "PARLEY_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as r:
                     assert model.name in r.read().decode()
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "the API did not come up"
                 time.sleep(0.2)
+        # health, readiness and metrics share the API's port, outside the API's keys and error shapes
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
+            assert json.loads(r.read()) == {"status": "ok"}
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as r:
+            assert json.loads(r.read())["checks"] == {"redis": "ok", "model": "ok"}
+        body = {"model": model.name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+        ask = urllib.request.Request(
+            f"{base}/v1/chat/completions", data=json.dumps(body).encode(), headers={"X-Request-Id": "cli-test-1"}
+        )
+        with urllib.request.urlopen(ask, timeout=60) as r:
+            assert r.headers["X-Request-Id"] == "cli-test-1"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        requests = {s.labels["platform"]: s.value for s in families["parley_requests"].samples}
+        assert requests == {"api": 1.0}
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/v1/nope", timeout=5)
+        assert json.loads(missing.value.read())["error"]["code"] is None  # the API's own 404 shape
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert f"http://127.0.0.1:{port}/v1" in out
+        assert f"{base}/v1" in out
+        assert f"{base}/healthz" in out
+        lines = [json.loads(line) for line in err.splitlines()]  # every log line is one JSON object
+        assert {"ts", "level", "logger", "msg"} <= set(lines[0])
     finally:
         if proc.poll() is None:
             proc.kill()

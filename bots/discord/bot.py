@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -19,6 +20,7 @@ from bots.replies import explain, limits_text, parse_limit, usage_text
 from bots.streaming import Surface, stream_reply
 from engine.engine import ChatEvent, ChatRequest, Engine
 from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
+from engine.http import NotReady
 from engine.keys import ConversationKey
 from engine.settings import Settings
 from engine.text import check_input
@@ -78,11 +80,16 @@ class DiscordBot:
         self.interval = edit_interval
         intents = discord.Intents.default()
         intents.message_content = settings.discord_message_content
+        # discord.py waits out 429s and raises no event for them; its HTTP session's trace hooks see each one.
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(self._on_http_response)
+        self._waits = engine.metrics.rate_limit_waits.labels(PLATFORM, "429")
         self.client = discord.Client(
             intents=intents,
             allowed_mentions=NO_PINGS,
             max_ratelimit_timeout=settings.discord_max_ratelimit_wait,
             guild_ready_timeout=guild_ready_timeout,
+            http_trace=trace,
         )
         self.tree = app_commands.CommandTree(self.client)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
@@ -139,6 +146,18 @@ class DiscordBot:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._runner
             self._runner = None
+
+    async def ready(self) -> None:
+        """Readiness: logged in and the gateway connected (not while it reconnects)."""
+        ws = self.client.ws
+        if not self.client.is_ready() or self.client.is_closed() or ws is None or not ws.open:
+            raise NotReady("not connected")
+
+    async def _on_http_response(
+        self, session: aiohttp.ClientSession, context: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status == 429:
+            self._waits.inc()
 
     async def _sync_commands(self) -> None:
         guilds = self.settings.discord_guild_id_list

@@ -16,7 +16,6 @@ from telegram import BotCommand, Chat, Message, Update, User
 from telegram.constants import ChatMemberStatus, ChatType, MessageEntityType
 from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -30,10 +29,12 @@ from telegram.request import HTTPXRequest
 
 from bots.replies import explain, limits_text, parse_limits, usage_text
 from bots.streaming import stream_reply
+from bots.telegram.ratelimit import CountingRateLimiter
 from bots.telegram.surface import TelegramSurface
 from bots.text.split import split_message, utf16_len
 from engine.engine import ChatEvent, ChatRequest, Engine
-from engine.errors import ConfigError, ParleyError
+from engine.errors import ConfigError, ParleyError, StoreUnavailable
+from engine.http import HttpServer, NotReady
 from engine.keys import ConversationKey
 from engine.settings import Settings
 
@@ -86,7 +87,8 @@ def _display_name(user: User | None) -> str | None:
 
 
 class TelegramBot:
-    """``async with TelegramBot(engine, settings):`` serves until the block ends."""
+    """``async with TelegramBot(engine, settings):`` serves until the block ends. A webhook is mounted on
+    ``http`` (the process's server, started before the bot), or on a server of the bot's own."""
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class TelegramBot:
         private_interval: float = PRIVATE_INTERVAL,
         group_interval: float = GROUP_INTERVAL,
         flood_limits: bool = True,
+        http: HttpServer | None = None,
     ) -> None:
         if settings.telegram_bot_token is None:
             raise ConfigError("TELEGRAM_BOT_TOKEN is not set")
@@ -110,6 +113,12 @@ class TelegramBot:
         )
         self.app = self._build(settings.telegram_bot_token.get_secret_value())
         self.webhook_url: str | None = None  # where the webhook listens, once started
+        self._own_http = http is None  # run alone (tests), the webhook gets a server of its own
+        self.http = http or HttpServer(engine.metrics)
+        if settings.telegram_webhook_url:
+            # Mounted now: the server's routes are fixed once it starts.
+            self.webhook_path = urlsplit(settings.telegram_webhook_url).path or "/"
+            self.http.app.router.add_post(self.webhook_path, self._receive)
 
     def _build(self, token: str) -> Application[Any, Any, Any, Any, Any, Any]:
         # Our own request objects, so they can be closed even when initialisation fails (PTB only closes
@@ -125,7 +134,7 @@ class TelegramBot:
             .concurrent_updates(256)  # many chats at once; the engine keeps each conversation in order
         )
         if self.flood_limits:
-            builder = builder.rate_limiter(AIORateLimiter(max_retries=5))
+            builder = builder.rate_limiter(CountingRateLimiter(self.engine.metrics, max_retries=5))
         app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         handlers: dict[str, Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]] = {
@@ -183,44 +192,54 @@ class TelegramBot:
     def _polling_error(self, exc: TelegramError) -> None:
         log.warning("Telegram polling error: %s", exc)
 
+    async def ready(self) -> None:
+        """Readiness: started, and receiving updates (polling, or the webhook registered)."""
+        receiving = self.webhook_url is not None or (self.app.updater is not None and self.app.updater.running)
+        if not (self.app.running and receiving):
+            raise NotReady("not connected")
+
     @asynccontextmanager
     async def _webhook(self, public_url: str) -> AsyncIterator[None]:
-        """Updates POSTed by Telegram to the project's own aiohttp server, the secret checked first."""
-        path = urlsplit(public_url).path or "/"
-        expected = self.webhook_secret.encode()
-
-        async def receive(request: web.Request) -> web.Response:
-            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return web.Response(status=403, text="forbidden")
-            try:
-                update = Update.de_json(await request.json(loads=json.loads), self.app.bot)
-            except (ValueError, TypeError, KeyError):
-                return web.Response(status=400, text="bad update")
-            await self.app.update_queue.put(update)
-            return web.Response(text="ok")
-
-        web_app = web.Application(client_max_size=1 << 20)
-        web_app.router.add_post(path, receive)
-        runner = web.AppRunner(web_app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        self.webhook_url = f"http://{host}:{port}{path}"
-        try:
+        """Updates POSTed by Telegram to the project's own HTTP server (see ``_receive``)."""
+        async with AsyncExitStack() as stack:
+            if self._own_http:
+                await stack.enter_async_context(self.http.serve(self.settings.http_host, self.settings.http_port))
+            if self.http.url is None:
+                raise RuntimeError("the shared HTTP server must be serving before the Telegram bot starts")
             await self.app.bot.set_webhook(
                 public_url, secret_token=self.webhook_secret, allowed_updates=Update.ALL_TYPES
             )
-            yield
-        finally:
-            await runner.cleanup()
+            self.webhook_url = f"{self.http.url}{self.webhook_path}"
+            try:
+                yield
+            finally:
+                self.webhook_url = None
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        """One webhook call: the secret checked first, then the update queued for the application."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+        if not hmac.compare_digest(given, self.webhook_secret.encode()):
+            return web.Response(status=403, text="forbidden")
+        try:
+            update = Update.de_json(await request.json(loads=json.loads), self.app.bot)
+        except (ValueError, TypeError, KeyError):
+            return web.Response(status=400, text="bad update")
+        await self.app.update_queue.put(update)
+        return web.Response(text="ok")
 
     # --- who may talk, and what is for us ---------------------------------------------------------
 
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Runs before every handler: drops a redelivered update and people outside the access lists."""
-        if not await self.engine.store.claim(f"tg:{self.app.bot.id}:update:{update.update_id}", UPDATE_CLAIM_TTL):
+        try:
+            first = await self.engine.store.claim(f"tg:{self.app.bot.id}:update:{update.update_id}", UPDATE_CLAIM_TTL)
+        except StoreUnavailable as exc:
+            # Nothing can be answered without Redis; tell whoever was talking to us rather than stay silent.
+            message = update.effective_message
+            if message is not None and self._addressed(message) is not None:
+                await self._say(message, explain(exc))
+            raise ApplicationHandlerStop from None
+        if not first:
             log.info("update %s delivered again; already handled", update.update_id)
             raise ApplicationHandlerStop
         user, chat = update.effective_user, update.effective_chat

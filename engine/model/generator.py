@@ -388,9 +388,9 @@ class Generator:
             self._finish(row, reason)
 
     def _finish(self, row: int, reason: str) -> None:
-        """Answer done: send the rest, keep its cache resident, give the row to the last sequence."""
+        """Answer done: keep its cache resident, give the row to the last sequence, send the rest (last,
+        so whoever sees Finished also sees the row free)."""
         seq = self._rows[row]
-        self._send_finished(seq, reason)
         key, held = seq.job.cache_key, len(seq.tokens)
         if key and held and self.resident.budget:
             self.resident.put(key, seq.tokens, self.runner.save(row, held))
@@ -399,6 +399,7 @@ class Generator:
             self.runner.move(last, row, len(self._rows[last].tokens))
             self._rows[row] = self._rows[last]
         self._rows.pop()
+        self._send_finished(seq, reason)
 
     @staticmethod
     def _send_finished(seq: _Sequence, reason: str) -> None:

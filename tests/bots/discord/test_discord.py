@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from bots.discord.bot import DiscordBot
 from engine.engine import Engine
 from engine.errors import ConfigError
+from engine.http import NotReady
 from engine.model.generator import Generator
 from engine.settings import Settings
 from engine.store import Store
@@ -142,6 +143,8 @@ async def test_rate_limit_mid_stream_is_waited_out(dc: FakeDiscord, bot: Discord
     await dc.dm(ann, "count")
     reply = await dc.wait_for_message(channel, "w149", timeout=20)
     assert reply.content.split() == [f"w{i}" for i in range(150)]
+    labels = {"platform": "discord", "cause": "429"}
+    assert bot.engine.metrics.registry.get_sample_value("parley_rate_limit_waits_total", labels) == 1
 
 
 async def test_long_rate_limit_fails_the_answer_clearly(dc: FakeDiscord, fast_engine: Engine,
@@ -155,14 +158,26 @@ async def test_long_rate_limit_fails_the_answer_clearly(dc: FakeDiscord, fast_en
         await dc.wait_for_message(channel, "rate-limiting me", timeout=10)
 
 
+async def test_ready_only_while_connected(dc: FakeDiscord, fast_engine: Engine, dc_settings: Settings) -> None:
+    bot = DiscordBot(fast_engine, dc_settings, guild_ready_timeout=0.05)
+    with pytest.raises(NotReady):
+        await bot.ready()
+    async with bot:
+        await bot.ready()
+    with pytest.raises(NotReady):
+        await bot.ready()
+
+
 async def test_gateway_drop_resumes_and_answers_once(dc: FakeDiscord, bot: DiscordBot) -> None:
     ann = dc.user("ann")
     channel = dc.dm_channel(ann)
     message = await dc.dm(ann, "before the drop")
     await dc.wait_for_message(channel, "echo 1: before the drop")
+    await bot.ready()
     await dc.drop_connections()
     await dc.wait_for(lambda: len(dc.gateway_connects) >= 2, timeout=10)
     await dc.wait_connected(timeout=10)  # discord.py resumed the session
+    await bot.ready()
     assert await dc.dispatch("MESSAGE_CREATE", message.data) == 1  # the same message delivered again
     await dc.dm(ann, "after the drop")
     await dc.wait_for_message(channel, "echo 2: after the drop", timeout=10)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
 from bots.telegram.bot import TelegramBot
 from engine.engine import Engine
 from engine.errors import ConfigError
+from engine.http import HttpServer, NotReady
 from engine.keys import ConversationKey
 from engine.quota import Limits
 from engine.settings import Settings
@@ -211,6 +213,8 @@ async def test_flood_limit_mid_stream_is_waited_out(tg: FakeTelegram, tg_setting
         tg.user_says(chat, ann, "count again")
         message = await tg.wait_for_message(chat, "w199", timeout=30)
         assert message.text.split() == [f"w{i}" for i in range(200)]
+    labels = {"platform": "telegram", "cause": "429"}
+    assert fast_engine.metrics.registry.get_sample_value("parley_rate_limit_waits_total", labels) == 2
 
 
 async def test_duplicate_update_is_answered_once(tg: FakeTelegram, bot: TelegramBot) -> None:
@@ -235,6 +239,7 @@ async def test_webhook_mode_checks_the_secret(tg: FakeTelegram, tg_settings: Set
         assert tg.webhook is not None
         assert tg.webhook["url"] == "https://parley.example/tg/hook"
         assert bot.webhook_url is not None
+        await bot.ready()
         tg.webhook["url"] = bot.webhook_url  # Telegram would reach the public URL; the fake uses the local one
         ann = tg.user("Ann")
         chat = tg.private_chat(ann)
@@ -247,6 +252,44 @@ async def test_webhook_mode_checks_the_secret(tg: FakeTelegram, tg_settings: Set
         await tg.wait_for_idle()
         assert not any("forged" in m.text for m in tg.messages(chat))
     assert not tg.calls_to("getUpdates")
+
+
+async def test_webhook_on_the_process_server(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
+    """As `parley serve` runs it: one server for health, metrics and the webhook, started before the bot."""
+    hook = {"telegram_webhook_url": "https://parley.example/tg/hook", "telegram_webhook_secret": SecretStr("s3cret")}
+    settings = tg_settings.model_copy(update=hook)
+    http = HttpServer(fast_engine.metrics)
+    bot = TelegramBot(fast_engine, settings, private_interval=0.02, http=http)
+    http.checks["telegram"] = bot.ready
+    async with http.serve("127.0.0.1", 0) as url, aiohttp.ClientSession() as client:
+        async with client.get(f"{url}/readyz") as r:
+            assert r.status == 503
+            assert (await r.json())["checks"] == {"telegram": "not connected"}
+        async with bot:
+            assert bot.webhook_url == f"{url}/tg/hook"
+            async with client.get(f"{url}/readyz") as r:
+                assert r.status == 200
+            tg.webhook["url"] = bot.webhook_url
+            ann = tg.user("Ann")
+            chat = tg.private_chat(ann)
+            assert await tg.deliver_webhook(tg.user_says(chat, ann, "hello", enqueue=False)) == 200
+            await tg.wait_for_message(chat, "echo 1: hello")
+            async with client.get(f"{url}/metrics") as r:
+                assert 'parley_requests_total{platform="telegram"} 1.0' in await r.text()
+            async with client.post(f"{url}/tg/hook", json={}) as r:  # no secret: refused
+                assert r.status == 403
+            async with client.get(f"{url}/tg/hook") as r:
+                assert r.status == 405
+
+
+async def test_ready_only_while_receiving_updates(fast_engine: Engine, tg_settings: Settings) -> None:
+    bot = TelegramBot(fast_engine, tg_settings)
+    with pytest.raises(NotReady):
+        await bot.ready()
+    async with bot:
+        await bot.ready()
+    with pytest.raises(NotReady):
+        await bot.ready()
 
 
 async def test_restart_between_messages_keeps_context(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine,

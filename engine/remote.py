@@ -1,0 +1,259 @@
+"""Generation by `parley worker` processes, reached through Redis (PARLEY_ENGINE=remote).
+
+A request is one entry in the job stream ``JOBS``, read by the workers' consumer group ``GROUP``. The
+answer comes back on the request's own reply stream (``job_key(id, "reply")``) as entries with fields
+``attempt`` (the job's delivery count) and ``kind``:
+
+  start     a worker took the job (``worker``: its name)
+  delta     text (``text``)
+  finished  the end (``finished``: the Finished event as JSON)
+  error     the model refused or failed on this job (``message``); redoing it would fail the same way
+  failed    the job stopped workers ``PARLEY_MAX_DELIVERIES`` times and was moved to the dead letters
+
+When a worker dies mid-answer another one redoes the job under a higher attempt. The job carries its
+seed, so the redo writes the same text: the requester skips what it already passed on and continues,
+and the person sees one answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from engine.errors import ModelError, ParleyError
+from engine.keys import JOBS, WORKERS, job_key
+from engine.model.generator import Delta, Event, Finished, GeneratorBusy
+from engine.model.sampling import SamplingParams
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+GROUP = "workers"
+# Each request waiting on its reply stream holds a connection (a blocking XREAD), plus the store's own.
+CONNECTIONS = 256
+READ_BLOCK_MS = 250  # how often a waiting requester looks at its cancel flag
+
+
+class WorkerUnavailable(GeneratorBusy):
+    """No worker is running to take (or take over) the job."""
+
+
+class JobFailed(ParleyError):
+    """The job was set aside after it had stopped the workers that took it too many times."""
+
+
+def reply_ttl(job_timeout: float) -> int:
+    """Seconds an orphaned reply stream or cancel flag lives; refreshed while the job runs."""
+    return max(300, int(4 * job_timeout))
+
+
+def decode(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in fields.items()}
+
+
+def params_to_json(params: SamplingParams) -> str:
+    return json.dumps(asdict(params))
+
+
+def params_from_json(raw: str) -> SamplingParams:
+    data = json.loads(raw)
+    return SamplingParams(**{**data, "stop": tuple(data["stop"])})
+
+
+async def ensure_group(redis: Redis) -> None:
+    """The consumer group (and its stream); it starts at the stream's beginning so jobs queued before it
+    existed are not skipped."""
+    try:
+        await redis.xgroup_create(JOBS, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+# Admission and enqueue in one step, so concurrent requesters never overshoot the bound: jobs waiting for
+# a worker are those in the stream (acknowledged ones are deleted) that no worker holds yet.
+_ENQUEUE = """
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+if not ok then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  pending = {0}
+end
+if redis.call('XLEN', KEYS[1]) - pending[1] >= tonumber(ARGV[2]) then return false end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+"""
+
+# Workers whose heartbeat has not expired, by the Redis server's clock (machines' clocks may differ).
+_ALIVE = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class RemoteGenerator:
+    """The TextGenerator seam over the worker pool: ``stream`` queues a job and relays its reply stream."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        context_tokens: int,
+        job_timeout: float,
+        max_waiting: int = 64,
+        worker_wait: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.redis = store.redis
+        self._context_tokens = context_tokens
+        self.ttl = reply_ttl(job_timeout)
+        self.max_waiting = max_waiting
+        self.worker_wait = worker_wait  # how long no live worker is tolerated before the request fails
+        self._enqueue = self.redis.register_script(_ENQUEUE)
+        self._alive = self.redis.register_script(_ALIVE)
+        self._running = self._waiting = 0
+
+    async def __aenter__(self) -> RemoteGenerator:
+        await self.store.guard(ensure_group(self.redis))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context_tokens
+
+    @property
+    def device(self) -> str:
+        return "remote workers"
+
+    def stats(self) -> dict[str, int]:
+        """This front end's requests: taken by a worker, and still waiting for one."""
+        return {"running": self._running, "waiting": self._waiting}
+
+    async def workers_alive(self) -> int:
+        return int(await self.store.guard(self._alive(keys=[WORKERS])))
+
+    async def stream(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        *,
+        cancel: threading.Event | None = None,
+        cache_key: str | None = None,
+    ) -> AsyncIterator[Event]:
+        if not prompt:
+            raise ValueError("empty prompt")
+        if params.seed is None:
+            # A redone job must write the same text: fix the seed the first attempt samples with.
+            params = replace(params, seed=secrets.randbits(63))
+        cancel = cancel or threading.Event()
+        request_id = uuid.uuid4().hex
+        reply, cancel_flag = job_key(request_id, "reply"), job_key(request_id, "cancel")
+        job = {"id": request_id, "prompt": json.dumps(prompt), "params": params_to_json(params),
+               "cache_key": cache_key or ""}  # fmt: skip
+        args: list[Any] = [GROUP, self.max_waiting, *(x for kv in job.items() for x in kv)]
+        if not await self.store.guard(self._enqueue(keys=[JOBS], args=args)):
+            raise GeneratorBusy("the model is busy; try again in a moment")
+        done = started = False
+        self._waiting += 1
+        try:
+            relay = _Relay()
+            last_id, cancel_sent = "0-0", False
+            quiet_since = no_worker_since = time.monotonic()
+            while True:
+                if cancel.is_set() and not cancel_sent:
+                    await self.store.guard(self.redis.set(cancel_flag, 1, ex=self.ttl))
+                    cancel_sent = True
+                found = await self.store.guard(self.redis.xread({reply: last_id}, count=256, block=READ_BLOCK_MS))
+                if not found:
+                    now = time.monotonic()
+                    if now - quiet_since >= 1.0:  # silence: is anyone still there to answer?
+                        quiet_since = now
+                        if await self.workers_alive():
+                            no_worker_since = now
+                        elif now - no_worker_since >= self.worker_wait:
+                            raise WorkerUnavailable("no model worker is running to answer; try again in a moment")
+                    continue
+                quiet_since = no_worker_since = time.monotonic()
+                for entry_id, raw in found[0][1]:
+                    last_id = entry_id
+                    fields = decode(raw)
+                    if fields["kind"] == "start" and not started:
+                        started = True
+                        self._waiting -= 1
+                        self._running += 1
+                    event = relay.feed(fields)
+                    if event is not None:
+                        yield event
+                        if isinstance(event, Finished):
+                            done = True
+                            return
+        finally:
+            if started:
+                self._running -= 1
+            else:
+                self._waiting -= 1
+            await self._clean_up(reply, cancel_flag, stop_worker=not done)
+
+    async def _clean_up(self, reply: str, cancel_flag: str, *, stop_worker: bool) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if stop_worker:  # the requester stopped listening: the worker need not go on
+                    pipe.set(cancel_flag, 1, ex=self.ttl)
+                pipe.delete(reply)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # Redis down: the flag and the stream expire by themselves
+            log.info("could not clean up after a remote request (%s)", type(exc).__name__)
+
+
+class _Relay:
+    """Turns reply-stream entries into the events passed on, once each across attempts."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+        self.shown = ""  # text already passed on
+        self.redo = 0  # characters the current attempt has written so far
+
+    def feed(self, fields: dict[str, str]) -> Event | None:
+        attempt = int(fields["attempt"])
+        if attempt < self.attempt:
+            return None  # a superseded worker still writing
+        if attempt > self.attempt:
+            if self.attempt:
+                log.info("a worker stopped mid-answer; attempt %d continues it", attempt)
+            self.attempt, self.redo = attempt, 0
+        kind = fields["kind"]
+        if kind == "delta":
+            text = fields["text"]
+            new = text[max(0, len(self.shown) - self.redo) :]
+            self.redo += len(text)
+            if not new:
+                return None
+            self.shown += new
+            return Delta(new)
+        if kind == "finished":
+            finished = Finished(**json.loads(fields["finished"]))
+            if finished.text != self.shown:
+                # Only a redo on a different kind of worker (another device or precision) can write
+                # other text; what the person saw is what is kept.
+                log.warning("a redone answer differed from the part already shown; keeping what was shown")
+                finished = replace(finished, text=self.shown)
+            return finished
+        if kind == "error":
+            raise ModelError(fields["message"])
+        if kind == "failed":
+            raise JobFailed(fields["message"])
+        return None  # start
