@@ -32,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet '.[bench]'
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.adapter --messages 200 --chats 16
 
 clean:

@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--turns", type=int, default=2)
-    parser.add_argument("--reply", type=int, default=32)
+    parser.add_argument("--reply", type=int, default=64)
     parser.add_argument("--gap", type=float, default=0.1, help="mean seconds between conversations' arrivals")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0)

@@ -250,6 +250,11 @@ class Engine:
                 "history_truncated",
                 f"{prompt.history_left_out} older message(s) are beyond what the model can see now; they stay stored.",
             )
+        load = self.generator.stats()
+        if load["waiting"] or load.get("free") == 0:
+            # The model is answering as many people as it can at once: say so rather than leave them guessing.
+            place = load["waiting"] + 1
+            yield Notice("queued", f"Many people are talking to me right now: you are number {place} in line.")
         finished: Finished | None = None
         watch = _OutputWatch(self.moderator)
         async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel, cache_key=key.id):

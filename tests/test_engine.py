@@ -1,5 +1,6 @@
 """The engine API end to end: real Redis, real model."""
 
+import asyncio
 import json
 import threading
 
@@ -9,8 +10,12 @@ from redis.asyncio import Redis
 from engine.engine import ChatRequest, Engine, Notice, Reply
 from engine.errors import InputRejected
 from engine.keys import ConversationKey
-from engine.model.generator import Delta
+from engine.model.generator import Delta, Generator
+from engine.model.registry import LoadedModel
+from engine.model.runner import OnnxRunner
 from engine.model.sampling import SamplingParams
+from engine.settings import Settings
+from engine.store import Store
 
 
 async def _run(engine: Engine, request: ChatRequest, **kw: object) -> tuple[list[object], Reply]:
@@ -188,3 +193,32 @@ async def test_person_usage_and_forget(engine: Engine, key: ConversationKey, sha
 def test_model_summary_names_model_and_device(engine: Engine) -> None:
     assert engine.model.name in engine.model_summary()
     assert "cpu" in engine.model_summary()
+
+
+async def test_a_request_waiting_for_a_free_row_is_told_its_place(
+    settings: Settings, store: Store, model: LoadedModel, key: ConversationKey
+) -> None:
+    runner = OnnxRunner(model, device="cpu", max_len=512, rows=1)
+    async with Generator(runner) as gen:
+        engine = Engine(settings, store, gen, model)
+        busy = ConversationKey(platform="test", chat=key.chat + "-other", user="bob")
+        cancel = threading.Event()
+        long = ChatRequest(busy, "Tell me a long story about a dragon.", params=SamplingParams(max_tokens=300))
+        first = asyncio.create_task(_run(engine, long, cancel=cancel))
+        for _ in range(3000):  # until the only row is taken
+            if gen.active:
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(_run(engine, ChatRequest(key, "Hi!", params=SamplingParams(max_tokens=4))))
+        await asyncio.sleep(0.3)
+        third = ConversationKey(platform="test", chat=key.chat + "-third", user="carol")
+        queued = asyncio.create_task(_run(engine, ChatRequest(third, "Hello?", params=SamplingParams(max_tokens=4))))
+        await asyncio.sleep(0.3)
+        cancel.set()
+        await first
+        events, _ = await waiting
+        later, _ = await queued
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert [n.kind for n in notices] == ["queued"]
+    assert "you are number 1 in line" in notices[0].text
+    assert any(isinstance(e, Notice) and "number 2 in line" in e.text for e in later)

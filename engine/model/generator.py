@@ -88,7 +88,8 @@ class TextGenerator(Protocol):
         ...
 
     def stats(self) -> dict[str, int]:
-        """Gauges for metrics: requests ``running`` and ``waiting`` (at least these two)."""
+        """Gauges: requests ``running`` and ``waiting`` (always), and ``free`` rows where the generator
+        has a fixed number (a request now would wait when there are none)."""
         ...
 
 
@@ -225,6 +226,7 @@ class Generator:
     def stats(self) -> dict[str, int]:
         return {
             "running": len(self._rows),
+            "free": self.runner.rows - len(self._rows),
             "waiting": self._jobs.qsize(),
             "resident_conversations": len(self.resident),
             "resident_bytes": self.resident.bytes,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ModelError
-from engine.model.generator import Delta, Finished, Generator, GeneratorBusy
+from engine.model.generator import Delta, Finished, Generator
 from engine.model.importer import builtin_gguf
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
@@ -216,19 +216,3 @@ async def test_event_loop_keeps_running_during_generation(generator: Generator, 
 async def test_prompt_too_long_for_the_cache_is_refused(generator: Generator) -> None:
     with pytest.raises(ModelError, match="does not fit"):
         await _collect(generator, [1] * (generator.context_tokens + 1), SamplingParams())
-
-
-async def test_full_queue_answers_busy(model: LoadedModel) -> None:
-    runner = OnnxRunner(model, device="cpu", max_len=256)
-    async with Generator(runner, max_waiting=1) as gen:
-        prompt = _ids(model, "Tell me a long story about a dragon.")
-        cancel = threading.Event()
-        first = asyncio.create_task(_collect(gen, prompt, SamplingParams(max_tokens=200), cancel=cancel))
-        await asyncio.sleep(0.5)  # the worker has taken the first job
-        second = asyncio.create_task(_collect(gen, prompt, SamplingParams(max_tokens=4)))
-        await asyncio.sleep(0.1)
-        with pytest.raises(GeneratorBusy, match="busy"):
-            await _collect(gen, prompt, SamplingParams(max_tokens=4))
-        cancel.set()
-        await first
-        await second
