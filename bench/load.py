@@ -183,7 +183,7 @@ async def long_follow_up(model: LoadedModel, device: str, threads: int, reply: i
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings()
-    model = load_model(resolve_model(BUILTIN_NAME, settings.models_path, device=args.device).path)
+    model = load_model(resolve_model(args.model, settings.models_path, device=args.device).path)
     engines = {
         "one-at-a-time": {"rows": 1, "cache_bytes": 0},
         "batched": {"rows": args.rows, "cache_bytes": 1 << 30},
@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--model", default=BUILTIN_NAME, help="an imported model's name (default: the built-in one)")
     parser.add_argument("--quick", action="store_true", help="1 and 4 conversations only")
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.engine import Engine
-from engine.errors import ContextTooLong, InputRejected, QuotaExceeded, StoreUnavailable
+from engine.errors import ContextTooLong, InputRejected, ParleyError, QuotaExceeded, StoreUnavailable
 from engine.http import HttpServer
 from engine.model.generator import Delta, Finished, GeneratorBusy
 from engine.model.sampling import SamplingParams
@@ -208,6 +208,12 @@ class ApiServer:
             return ApiError(413, "the request body is too large", code="request_too_large").response()
         except web.HTTPException as exc:  # aiohttp's own 404/405
             return ApiError(exc.status, exc.reason, kind="invalid_request_error").response()
+        # Failures past the first event (a Redis outage, a worker job set aside): the engine's own
+        # message, in the API's error shape, rather than aiohttp's bare 500.
+        except StoreUnavailable as exc:
+            return ApiError(503, str(exc), kind="server_error", code="unavailable").response()
+        except ParleyError as exc:
+            return ApiError(500, str(exc), kind="server_error").response()
 
     def _authenticate(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -258,6 +264,8 @@ class ApiServer:
         except GeneratorBusy as exc:
             retry = {"Retry-After": "1"}
             raise ApiError(503, str(exc), kind="server_error", code="overloaded", headers=retry) from None
+        except StoreUnavailable as exc:
+            raise ApiError(503, str(exc), kind="server_error", code="unavailable") from None
         try:
             if stream:
                 return await self._stream(request, completion_id, first, events, include_usage)

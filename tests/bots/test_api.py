@@ -13,12 +13,13 @@ from openai import AsyncOpenAI
 
 from bots.api import run_api
 from engine.engine import Engine
-from engine.errors import ConfigError
-from engine.model.generator import Generator
+from engine.errors import ConfigError, ParleyError, StoreUnavailable
+from engine.model.generator import Delta, Finished, Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
 from engine.settings import Settings, load_settings
 from engine.store import Store
+from tests.fakes.generator import ScriptedGenerator
 
 KEY = "sk-test-0123456789abcdef"
 PARIS = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -253,6 +254,35 @@ async def test_busy_model_is_503(settings: Settings, store: Store, model: Loaded
             second = await waiting
             await anext(aiter(second))
             await second.close()
+
+
+class _Failing(ScriptedGenerator):
+    """Fails the way a remote generator can: Redis gone, or the job set aside after killing workers."""
+
+    error: Exception = StoreUnavailable("Redis is unreachable")
+
+    async def stream(self, *args: object, **kwargs: object) -> AsyncIterator[Delta | Finished]:  # type: ignore[override]
+        yield Delta("partial ")
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(StoreUnavailable("storage is temporarily unavailable"), 503), (ParleyError("this request was set aside"), 500)],
+)
+async def test_generation_failures_get_a_clear_error(
+    settings: Settings, store: Store, model: LoadedModel, error: Exception, status: int
+) -> None:
+    gen = _Failing(model)
+    gen.error = error
+    engine = Engine(_settings(settings), store, gen, model)  # type: ignore[arg-type]
+    async with run_api(engine, engine.settings) as url, aiohttp.ClientSession() as http:
+        body = {"model": model.name, "messages": PARIS}
+        async with http.post(f"{url}/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+            assert r.status == status
+            payload = await r.json()
+    assert payload["error"]["message"] == str(error)
+    assert payload["error"]["type"] == "server_error"
 
 
 def test_no_keys_means_loopback_only(tmp_path: Path) -> None:
