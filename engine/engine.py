@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import ContextTooLong, InputRejected
-from engine.keys import ConversationKey
+from engine.keys import ConversationKey, chat_scope
 from engine.logs import request_context, request_id
 from engine.metrics import Metrics
 from engine.model.generator import Delta, Finished, TextGenerator
@@ -383,9 +383,11 @@ class Engine:
         if private is not None:
             self.stop(private)
             await self.store.erase(private)
+            self.generator.forget(private.id)
 
     async def forget_chat(self, platform: str, chat: str) -> int:
         """Erase every conversation of a chat (all its threads)."""
+        self.generator.forget(chat_scope(platform, chat))
         return await self.store.erase_chat(platform, chat)
 
     def model_summary(self) -> str:
@@ -402,6 +404,7 @@ class Engine:
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)
+        self.generator.forget(key.id)
 
     async def set_persona(self, key: ConversationKey, text: str | None) -> str:
         """Set (or with None/empty, clear) the conversation's system prompt; returns the one in force."""

@@ -51,7 +51,12 @@ def person_key(platform: str, person: str, kind: str) -> str:
 
 def chat_pattern(platform: str, chat: str) -> str:
     """SCAN pattern for every key of every conversation in a chat (quoted parts hold no glob characters)."""
-    return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:*"
+    return f"{PREFIX}:{{{chat_scope(platform, chat)}:*"
+
+
+def chat_scope(platform: str, chat: str) -> str:
+    """The start every conversation id of a chat shares (all its threads and users)."""
+    return f"{quote_part(platform)}:{quote_part(chat)}"
 
 
 def chat_key(platform: str, chat: str, kind: str) -> str:

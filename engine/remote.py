@@ -139,6 +139,11 @@ class RemoteGenerator:
     def device(self) -> str:
         return "remote workers"
 
+    def forget(self, scope: str) -> None:
+        """Workers keep their resident caches in their own memory, out of reach from here: a forgotten
+        conversation's cache stays there until it is evicted (least recently used) or the worker
+        restarts. Redis, the record, is erased by the engine."""
+
     def stats(self) -> dict[str, int]:
         """This front end's requests: taken by a worker, and still waiting for one."""
         return {"running": self._running, "waiting": self._waiting}

@@ -63,7 +63,8 @@ def fp32_model(models_dir: Path, model: LoadedModel) -> LoadedModel:
 @pytest.fixture(scope="session")
 async def generator(model: LoadedModel) -> AsyncIterator[Generator]:
     runner = OnnxRunner(model, device="cpu", max_len=CONTEXT_TOKENS)
-    async with Generator(runner) as gen:
+    # Resident caches on, as in production: every engine and bot test with the real model runs through them.
+    async with Generator(runner, cache_bytes=256 << 20) as gen:
         yield gen
 
 

@@ -222,3 +222,15 @@ async def test_a_request_waiting_for_a_free_row_is_told_its_place(
     assert [n.kind for n in notices] == ["queued"]
     assert "you are number 1 in line" in notices[0].text
     assert any(isinstance(e, Notice) and "number 2 in line" in e.text for e in later)
+
+
+async def test_reset_and_forget_drop_the_resident_cache(engine: Engine, key: ConversationKey,
+                                                         shared_key: ConversationKey) -> None:  # fmt: skip
+    resident = engine.generator.resident  # type: ignore[attr-defined]
+    for k in (key, shared_key):
+        await _run(engine, ChatRequest(k, "Hi!", params=SamplingParams(max_tokens=4)))
+        assert k.id in resident
+    await engine.reset(key)
+    assert key.id not in resident
+    await engine.forget_chat(shared_key.platform, shared_key.chat)
+    assert shared_key.id not in resident

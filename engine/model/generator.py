@@ -87,6 +87,11 @@ class TextGenerator(Protocol):
         conversations' caches can reuse the one it holds for it."""
         ...
 
+    def forget(self, scope: str) -> None:
+        """Drop what is kept in memory for a conversation (``scope`` = its id) or a whole chat (the id's
+        start, ``chat_scope``): its resident cache, after /forget or /reset."""
+        ...
+
     def stats(self) -> dict[str, int]:
         """Gauges: requests ``running`` and ``waiting`` (always), and ``free`` rows where the generator
         has a fixed number (a request now would wait when there are none)."""
@@ -132,32 +137,49 @@ class _Resident:
 
 class ResidentCaches:
     """Finished conversations' KV caches in host memory, least recently used evicted past ``budget``
-    bytes. Not thread-safe: only the generator's worker touches it."""
+    bytes. The generator's worker takes and puts; the event loop may drop (a lock between them)."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.bytes = 0
         self.hits = self.misses = 0
         self._entries: OrderedDict[str, _Resident] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
     def take(self, key: str) -> _Resident | None:
+        with self._lock:
+            return self._pop(key)
+
+    def _pop(self, key: str) -> _Resident | None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry.kv.nbytes
         return entry
 
     def put(self, key: str, tokens: list[int], kv: npt.NDArray[np.generic]) -> None:
-        self.take(key)
-        if kv.nbytes > self.budget:
-            return
-        while self.bytes + kv.nbytes > self.budget:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= old.kv.nbytes
-        self._entries[key] = _Resident(tokens, kv)
-        self.bytes += kv.nbytes
+        with self._lock:
+            self._pop(key)
+            if kv.nbytes > self.budget:
+                return
+            while self.bytes + kv.nbytes > self.budget:
+                _, old = self._entries.popitem(last=False)
+                self.bytes -= old.kv.nbytes
+            self._entries[key] = _Resident(tokens, kv)
+            self.bytes += kv.nbytes
+
+    def drop(self, scope: str) -> int:
+        """Forget the conversation ``scope`` names, or every conversation whose id starts with it."""
+        with self._lock:
+            keys = [k for k in self._entries if k == scope or k.startswith(scope + ":")]
+            for key in keys:
+                self._pop(key)
+            return len(keys)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -222,6 +244,11 @@ class Generator:
     def active(self) -> bool:
         """Some request holds a cache row."""
         return bool(self._rows)
+
+    def forget(self, scope: str) -> None:
+        # A conversation being answered right now puts its cache back when done; /forget stops the
+        # answer first, and a reset conversation's next prompt shares only the system prompt with it.
+        self.resident.drop(scope)
 
     def stats(self) -> dict[str, int]:
         return {

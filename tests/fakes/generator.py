@@ -29,7 +29,11 @@ class ScriptedGenerator:
     prompts: list[str] = field(default_factory=list)
     device: str = "cpu"
     cancelled: int = 0
+    forgotten: list[str] = field(default_factory=list)
     active: bool = False
+
+    def forget(self, scope: str) -> None:
+        self.forgotten.append(scope)
 
     def stats(self) -> dict[str, int]:
         return {"running": int(self.active), "waiting": 0}

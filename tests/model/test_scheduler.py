@@ -189,3 +189,15 @@ async def test_events_end_with_one_finished(batched: Generator, model: LoadedMod
     events = [e async for e in batched.stream(_ids(model, QUESTIONS[5]), GREEDY)]
     assert isinstance(events[-1], Finished)
     assert all(isinstance(e, Delta) for e in events[:-1])
+
+
+def test_forgetting_drops_a_conversation_or_a_whole_chat() -> None:
+    caches = ResidentCaches(budget=1 << 20)
+    kv = np.zeros((1, 1, 4, 1), np.float32)
+    for key in ("tg:12:-:-", "tg:12:7:-", "tg:123:-:-", "dc:12:-:-"):
+        caches.put(key, [1] * 4, kv.copy())
+    assert caches.drop("tg:12:7:-") == 1  # one conversation (a thread)
+    assert caches.drop("tg:12") == 1  # the rest of chat 12, not chat 123
+    assert "tg:123:-:-" in caches
+    assert "dc:12:-:-" in caches
+    assert caches.bytes == 2 * kv.nbytes
