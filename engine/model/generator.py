@@ -246,8 +246,8 @@ class Generator:
         return bool(self._rows)
 
     def forget(self, scope: str) -> None:
-        # A conversation being answered right now puts its cache back when done; /forget stops the
-        # answer first, and a reset conversation's next prompt shares only the system prompt with it.
+        # An answer still being written puts its cache back when done: /forget stops it first (a
+        # stopped answer keeps no cache); after /reset the next prompt shares only the system prompt.
         self.resident.drop(scope)
 
     def stats(self) -> dict[str, int]:
@@ -421,7 +421,8 @@ class Generator:
         so whoever sees Finished also sees the row free)."""
         seq = self._rows[row]
         key, held = seq.job.cache_key, len(seq.tokens)
-        if key and held and self.resident.budget:
+        # A stopped answer keeps nothing: /forget stops the answer before it drops the cache.
+        if key and held and self.resident.budget and reason != "cancelled":
             self.resident.put(key, seq.tokens, self.runner.save(row, held))
         last = len(self._rows) - 1
         if row != last:

@@ -201,3 +201,14 @@ def test_forgetting_drops_a_conversation_or_a_whole_chat() -> None:
     assert "tg:123:-:-" in caches
     assert "dc:12:-:-" in caches
     assert caches.bytes == 2 * kv.nbytes
+
+
+async def test_a_stopped_answer_keeps_no_cache(batched: Generator, model: LoadedModel) -> None:
+    # /forget stops the answer and then drops the cache: the stopped answer must not put it back.
+    cancel = threading.Event()
+    async for event in batched.stream(_ids(model, QUESTIONS[3]), GREEDY, cancel=cancel, cache_key="conv-stop"):
+        if isinstance(event, Delta):
+            cancel.set()
+        else:
+            assert event.finish_reason == "cancelled"
+    assert "conv-stop" not in batched.resident
