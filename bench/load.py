@@ -194,7 +194,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: v for k, v in vars(args).items() if k != "out"} | {"model": model.info.precision},
     }
     for name, cfg in engines.items():
-        runner = OnnxRunner(model, device=args.device, threads=args.threads, max_len=2048, rows=cfg["rows"])
+        runner = OnnxRunner(model, device=args.device, threads=args.threads, max_len=args.context, rows=cfg["rows"])
         points = args.concurrency if name != "batched, no cache" else [c for c in args.concurrency if c > 1]
         async with Generator(runner, max_waiting=1024, cache_bytes=cfg["cache_bytes"]) as gen:
             await sweep_point(gen, model, 1, 1, 4, 0.01, seed=0)  # warm-up
@@ -251,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reply", type=int, default=64)
     parser.add_argument("--gap", type=float, default=0.1, help="mean seconds between conversations' arrivals")
     parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--context", type=int, default=2048, help="positions per cache row (PARLEY_CONTEXT_TOKENS)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--model", default=BUILTIN_NAME, help="an imported model's name (default: the built-in one)")
