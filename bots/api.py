@@ -208,8 +208,8 @@ class ApiServer:
             return ApiError(413, "the request body is too large", code="request_too_large").response()
         except web.HTTPException as exc:  # aiohttp's own 404/405
             return ApiError(exc.status, exc.reason, kind="invalid_request_error").response()
-        # Failures past the first event (a Redis outage, a worker job set aside): the engine's own
-        # message, in the API's error shape, rather than aiohttp's bare 500.
+        # Redis unreachable, a worker job set aside, a generation that failed, at any point of a request:
+        # the engine's own message, in the API's error shape, rather than aiohttp's bare 500.
         except StoreUnavailable as exc:
             return ApiError(503, str(exc), kind="server_error", code="unavailable").response()
         except ParleyError as exc:
@@ -248,8 +248,6 @@ class ApiServer:
         except QuotaExceeded as exc:
             retry = {"Retry-After": str(exc.retry_after)}
             raise ApiError(429, str(exc), kind="rate_limit_error", code="rate_limit_exceeded", headers=retry) from None
-        except StoreUnavailable as exc:
-            raise ApiError(503, str(exc), kind="server_error", code="unavailable") from None
         cancel = threading.Event()
         events = self.engine.complete(messages, params, cancel=cancel)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -264,8 +262,6 @@ class ApiServer:
         except GeneratorBusy as exc:
             retry = {"Retry-After": "1"}
             raise ApiError(503, str(exc), kind="server_error", code="overloaded", headers=retry) from None
-        except StoreUnavailable as exc:
-            raise ApiError(503, str(exc), kind="server_error", code="unavailable") from None
         try:
             if stream:
                 return await self._stream(request, completion_id, first, events, include_usage)

@@ -16,6 +16,7 @@ from engine.model.runner import OnnxRunner
 from engine.model.sampling import SamplingParams
 from engine.settings import Settings
 from engine.store import Store
+from tests.model.test_scheduler import _until_busy
 
 
 async def _run(engine: Engine, request: ChatRequest, **kw: object) -> tuple[list[object], Reply]:
@@ -205,10 +206,7 @@ async def test_a_request_waiting_for_a_free_row_is_told_its_place(
         cancel = threading.Event()
         long = ChatRequest(busy, "Tell me a long story about a dragon.", params=SamplingParams(max_tokens=300))
         first = asyncio.create_task(_run(engine, long, cancel=cancel))
-        for _ in range(3000):  # until the only row is taken
-            if gen.active:
-                break
-            await asyncio.sleep(0.01)
+        await _until_busy(gen)  # the only row is taken
         waiting = asyncio.create_task(_run(engine, ChatRequest(key, "Hi!", params=SamplingParams(max_tokens=4))))
         await asyncio.sleep(0.3)
         third = ConversationKey(platform="test", chat=key.chat + "-third", user="carol")

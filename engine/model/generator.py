@@ -255,8 +255,6 @@ class Generator:
             "running": len(self._rows),
             "free": self.runner.rows - len(self._rows),
             "waiting": self._jobs.qsize(),
-            "resident_conversations": len(self.resident),
-            "resident_bytes": self.resident.bytes,
         }
 
     async def stream(
