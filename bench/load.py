@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import statistics
@@ -29,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.model.generator import Delta, Finished, Generator
 from engine.model.importer import BUILTIN_NAME, resolve_model
@@ -70,6 +73,7 @@ class Turn:
 class Run:
     turns: list[Turn] = field(default_factory=list)
     wall: float = 0.0
+    model_time: dict[str, float] = field(default_factory=dict)  # the generator's ModelTime over the run
 
 
 def encode(model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
@@ -113,6 +117,7 @@ async def sweep_point(
         for _ in range(concurrency)
     ]
     run = Run()
+    before = dataclasses.asdict(gen.time)
     start = time.perf_counter()
 
     async def arrive(i: int, delay: float) -> None:
@@ -125,6 +130,7 @@ async def sweep_point(
         t += rng.expovariate(1 / gap)
     await asyncio.gather(*(arrive(i, d) for i, d in enumerate(delays)))
     run.wall = time.perf_counter() - start
+    run.model_time = {k: v - before[k] for k, v in dataclasses.asdict(gen.time).items()}
     return run
 
 
@@ -140,6 +146,7 @@ def summarise(run: Run) -> dict[str, Any]:
     ttfts = [t.ttft for t in run.turns]
     follow = [t.ttft for t in run.turns if t.follow_up]
     tokens = sum(t.tokens for t in run.turns)
+    mt = run.model_time
     return {
         "requests": len(run.turns),
         "reply_tokens": tokens,
@@ -153,6 +160,11 @@ def summarise(run: Run) -> dict[str, Any]:
         "decode_tok_s_p50": _pct([t.decode_tok_s for t in run.turns if t.tokens > 1], 0.5) or 0,
         "follow_ups_from_cache": sum(t.reused for t in run.turns if t.follow_up),
         "follow_ups": len(follow),
+        # Decode steps alone (prompt reading left out): what batching itself buys.
+        "decode_step_tok_s": mt["decode_tokens"] / mt["decode_seconds"] if mt["decode_seconds"] else 0,
+        "rows_per_decode_step": mt["decode_tokens"] / mt["decode_steps"] if mt["decode_steps"] else 0,
+        "prefill_share": mt["prefill_seconds"] / run.wall,
+        "decode_share": mt["decode_seconds"] / run.wall,
     }
 
 
@@ -181,6 +193,29 @@ async def long_follow_up(model: LoadedModel, device: str, threads: int, reply: i
     return {"history_tokens": history, "warm_ttft_ms": 1000 * w, "cold_ttft_ms": 1000 * c, "ratio": w / c}
 
 
+def step_costs(model: LoadedModel, device: str, threads: int, rows: int, repeats: int = 8) -> dict[str, Any]:
+    """Milliseconds (median) of one decode step for 1..``rows`` rows and of one prompt chunk, every row
+    holding 300 positions: what the scheduler's iterations are made of."""
+    runner = OnnxRunner(model, device=device, threads=threads, max_len=1024, rows=rows)
+    rng = np.random.default_rng(0)
+    for row in range(rows):
+        runner.run(row, rng.integers(100, 1000, (1, 300)), [0])
+
+    def median_ms(count: int, new: int) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner.run(0, rng.integers(100, 1000, (count, new)), [300] * count)
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+    sizes = sorted({1, 2, 4, 8, rows} & set(range(1, rows + 1)))
+    return {
+        "decode_ms": {str(n): median_ms(n, 1) for n in sizes},
+        "chunk_ms": {str(c): median_ms(1, c) for c in (16, 32, 64, 128)},
+    }
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings()
     model = load_model(resolve_model(args.model, settings.models_path, device=args.device).path)
@@ -196,12 +231,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, cfg in engines.items():
         runner = OnnxRunner(model, device=args.device, threads=args.threads, max_len=args.context, rows=cfg["rows"])
         points = args.concurrency if name != "batched, no cache" else [c for c in args.concurrency if c > 1]
-        async with Generator(runner, max_waiting=1024, cache_bytes=cfg["cache_bytes"]) as gen:
+        async with Generator(runner, max_waiting=1024, cache_bytes=cfg["cache_bytes"], prefill_chunk=args.chunk) as gen:
             await sweep_point(gen, model, 1, 1, 4, 0.01, seed=0)  # warm-up
             for c in points:
                 print(f"[load] {name}: {c} conversations", flush=True)
                 run = await sweep_point(gen, model, c, args.turns, args.reply, args.gap, seed=c)
                 results["sweep"].setdefault(str(c), {})[name] = summarise(run)
+    print("[load] step costs", flush=True)
+    results["steps"] = step_costs(model, args.device, args.threads, args.rows)
     print("[load] long follow-up", flush=True)
     repeats = 2 if args.quick else 3
     results["long_follow_up"] = await long_follow_up(model, args.device, args.threads, args.reply, repeats)
@@ -217,23 +254,35 @@ def render(results: dict[str, Any]) -> str:
         f"Greedy, {results['config']['turns']} turns per conversation, replies up to "
         f"{results['config']['reply']} tokens, Poisson arrivals (mean gap {results['config']['gap']} s), "
         f"{results['config']['rows']} cache rows when batched, {results['config']['model']} on "
-        f"{results['config']['device']}; client-side times. Decode tok/s: one reply's own speed (median).",
+        f"{results['config']['device']}, prompt chunks of {results['config']['chunk']} tokens while others decode; "
+        "client-side times. tok/s: all reply tokens over the run's wall time (prompt reading included). "
+        "Decode steps: reply tokens per second of decode-step time, prompt chunks left out (what batching "
+        "itself buys), with the mean rows per step. Reply tok/s: one reply's own speed (median).",
         "",
-        "| conversations | engine | tok/s | vs one-at-a-time | TTFT p50 / p99 ms | ITL p50 / p99 ms "
-        "| follow-up TTFT p50 ms | follow-ups from cache | decode tok/s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| conversations | engine | tok/s | vs one-at-a-time | decode steps tok/s (rows/step) | vs one-at-a-time "
+        "| TTFT p50 / p99 ms | ITL p50 / p99 ms | follow-up TTFT p50 ms | follow-ups from cache | reply tok/s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, engines in results["sweep"].items():
-        base = engines["one-at-a-time"]["tokens_per_s"]
+        base = engines["one-at-a-time"]
         for name, r in engines.items():
             lines.append(
-                f"| {c} | {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base:.2f}x "
+                f"| {c} | {name} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f}x "
+                f"| {r['decode_step_tok_s']:.0f} ({r['rows_per_decode_step']:.1f}) "
+                f"| {r['decode_step_tok_s'] / base['decode_step_tok_s']:.2f}x "
                 f"| {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} | {r['itl_p50_ms']:.0f} / {r['itl_p99_ms']:.0f} "
                 f"| {r['follow_up_ttft_p50_ms']:.0f} | {r['follow_ups_from_cache']}/{r['follow_ups']} "
                 f"| {r['decode_tok_s_p50']:.0f} |"
             )
-    lf = results["long_follow_up"]
+    lf, steps = results["long_follow_up"], results["steps"]
+    one = steps["decode_ms"]["1"]
     lines += [
+        "",
+        "One decode step with every row at 300 positions, ms (tokens/s against one row): "
+        + ", ".join(f"{n} rows {ms:.1f} ({int(n) * one / ms:.2f}x)" for n, ms in steps["decode_ms"].items())
+        + ". One prompt chunk: "
+        + ", ".join(f"{c} tokens {ms:.0f} ms" for c, ms in steps["chunk_ms"].items())
+        + ".",
         "",
         f"Follow-up in a {lf['history_tokens']}-token conversation: time to first token "
         f"{lf['warm_ttft_ms']:.0f} ms with its cache resident vs {lf['cold_ttft_ms']:.0f} ms prefilling the "
@@ -252,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=0.1, help="mean seconds between conversations' arrivals")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--context", type=int, default=2048, help="positions per cache row (PARLEY_CONTEXT_TOKENS)")
+    parser.add_argument("--chunk", type=int, default=64, help="prompt tokens read per step while others decode")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--model", default=BUILTIN_NAME, help="an imported model's name (default: the built-in one)")

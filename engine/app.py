@@ -80,6 +80,8 @@ async def local_generator(settings: Settings, model: LoadedModel, device: str) -
         rows=settings.max_batch,
     )
     cache_bytes = settings.kv_cache_mb << 20
-    async with Generator(runner, max_waiting=settings.max_waiting, cache_bytes=cache_bytes) as generator:
+    async with Generator(
+        runner, max_waiting=settings.max_waiting, cache_bytes=cache_bytes, prefill_chunk=settings.prefill_chunk
+    ) as generator:
         log.info("model %s (%s) on %s", model.name, model.info.precision, runner.device)
         yield generator

@@ -16,7 +16,7 @@ from engine.errors import ContextTooLong, InputRejected
 from engine.keys import ConversationKey, chat_scope
 from engine.logs import request_context, request_id
 from engine.metrics import Metrics
-from engine.model.generator import Delta, Finished, TextGenerator
+from engine.model.generator import Delta, Finished, Generator, TextGenerator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
 from engine.moderation import REFUSAL, WITHDRAWN, Moderator, Refused, load_moderator
@@ -138,6 +138,8 @@ class Engine:
         self._slots: dict[str, _Slot] = {}
         self.metrics = metrics or Metrics()
         self.metrics.watch_generator(generator.stats)
+        if isinstance(generator, Generator):  # the model runs in this process (not behind workers)
+            self.metrics.watch_model_time(lambda: generator.time)
         self.metrics.active_conversations.set_function(self.active_conversations)
         self.moderator = load_moderator(settings.moderation)
         self.quotas = Quotas(

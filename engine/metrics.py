@@ -9,8 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from engine.model.generator import ModelTime
 
 # Seconds. Time to first token spans a warm short prompt on a GPU (tens of ms) to a long prompt queued
 # behind others on a CPU (many seconds); a whole answer runs up to minutes.
@@ -61,6 +67,10 @@ class Metrics:
         self.queue_depth.set_function(lambda: stats()["waiting"])
         self.generations_running.set_function(lambda: stats()["running"])
 
+    def watch_model_time(self, spent: Callable[[], ModelTime]) -> None:
+        """Where the model's time goes, read at each scrape from the generator running it in this process."""
+        self.registry.register(_ModelTimeCollector(spent))
+
     @contextmanager
     def request(self, platform: str) -> Iterator[Observation]:
         """Count a request; an exception leaving the block is counted as an error of its class. A
@@ -74,6 +84,30 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ModelTimeCollector(Collector):
+    def __init__(self, spent: Callable[[], ModelTime]) -> None:
+        self.spent = spent
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        t = self.spent()
+        seconds = CounterMetricFamily(
+            "parley_model_seconds", "Time the model computed: decode steps and prompt chunks", labels=["phase"]
+        )
+        tokens = CounterMetricFamily(
+            "parley_model_tokens", "Reply tokens from decode steps, prompt tokens read", labels=["phase"]
+        )
+        for phase, secs, count in (
+            ("decode", t.decode_seconds, t.decode_tokens),
+            ("prefill", t.prefill_seconds, t.prefill_tokens),
+        ):
+            seconds.add_metric([phase], secs)
+            tokens.add_metric([phase], count)
+        # decode tokens / decode steps = how many answers a step served on average (the batch's use).
+        steps = CounterMetricFamily("parley_decode_steps", "Decode steps (one token for every answer in the batch)")
+        steps.add_metric([], t.decode_steps)
+        yield from (seconds, tokens, steps)
 
 
 class Observation:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=16, ge=1, le=256)
     # Requests that may wait for a free row; past that, people are told the model is busy.
     max_waiting: int = Field(default=64, ge=1, le=100_000)
+    # Prompt tokens read per step while others are being answered: smaller keeps their tokens coming
+    # more evenly (lower inter-token latency), larger reads long prompts sooner and with less overhead.
+    prefill_chunk: int = Field(default=64, ge=1, le=4096)
     # Host memory for the caches of conversations between turns (their next turn skips re-reading the
     # history); least recently used are dropped first. 0 turns it off.
     kv_cache_mb: int = Field(default=1024, ge=0)

@@ -278,6 +278,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with local_generator(settings, model, device) as generator:
             metrics = Metrics()
             metrics.watch_generator(generator.stats)
+            metrics.watch_model_time(lambda: generator.time)
 
             async def redis_ready() -> None:
                 await redis.ping()

@@ -88,6 +88,31 @@ async def test_an_abandoned_answer_is_not_an_error(fast_engine: Engine, key: Con
     assert value(m, "parley_active_conversations") == 0
 
 
+async def test_model_time_is_read_from_the_generator(engine: Engine) -> None:
+    m = engine.metrics
+
+    def spent() -> dict[str, float]:
+        return {
+            "decode_tokens": value(m, "parley_model_tokens_total", phase="decode"),
+            "prefill_tokens": value(m, "parley_model_tokens_total", phase="prefill"),
+            "decode_seconds": value(m, "parley_model_seconds_total", phase="decode"),
+            "steps": value(m, "parley_decode_steps_total"),
+        }
+
+    before = spent()
+    reply = None
+    async for event in engine.chat(ChatRequest(ConversationKey("test", uuid.uuid4().hex, user="a"), "Hi there!")):
+        if isinstance(event, Reply):
+            reply = event
+    assert reply is not None
+    after = spent()
+    # A new conversation reads its whole prompt; the first reply token comes from the prompt's logits.
+    assert after["prefill_tokens"] - before["prefill_tokens"] == reply.prompt_tokens
+    assert after["decode_tokens"] - before["decode_tokens"] == reply.completion_tokens - 1
+    assert after["steps"] - before["steps"] == reply.completion_tokens - 1  # alone: one row per step
+    assert after["decode_seconds"] > before["decode_seconds"]
+
+
 async def test_queue_depth_is_read_from_the_generator(engine: Engine) -> None:
     """The real model's generator runs one request at a time: a second one waits in its queue."""
     m = engine.metrics

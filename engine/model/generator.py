@@ -129,6 +129,18 @@ class _Sequence:
     last_at: float = 0.0
 
 
+@dataclass(slots=True)
+class ModelTime:
+    """Where the worker's model time went: decode steps (one token for every row that is answering)
+    and prompt chunks. Benchmarks read it to tell batching's gain on decoding from prompt reading."""
+
+    decode_steps: int = 0
+    decode_tokens: int = 0  # tokens chosen by decode steps (rows still reading their prompt excluded)
+    decode_seconds: float = 0.0
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Resident:
     tokens: list[int]
@@ -215,6 +227,7 @@ class Generator:
         self._stopping = False
         self.cancelled = 0  # requests ended early by their caller (metrics; tests)
         self.reused_tokens = 0  # prompt tokens loaded from resident caches instead of prefilled
+        self.time = ModelTime()
 
     async def __aenter__(self) -> Generator:
         self._stopping = False
@@ -367,7 +380,10 @@ class Generator:
         others_decoding = any(s.next_token is not None for s in self._rows)
         chunk = self.prefill_chunk if others_decoding else self.ALONE_CHUNK
         ids, seq.pending = seq.pending[:chunk], seq.pending[chunk:]
+        started = time.perf_counter()
         logits = self.runner.run(row, np.array([ids], dtype=np.int64), [len(seq.tokens)])
+        self.time.prefill_seconds += time.perf_counter() - started
+        self.time.prefill_tokens += len(ids)
         seq.tokens.extend(ids)
         if not seq.pending:
             self._choose([row], logits)
@@ -383,7 +399,11 @@ class Generator:
             token = self._rows[row].next_token
             assert token is not None
             ids[row, 0] = token
+        started = time.perf_counter()
         logits = self.runner.run(0, ids, [len(seq.tokens) for seq in self._rows])
+        self.time.decode_seconds += time.perf_counter() - started
+        self.time.decode_steps += 1
+        self.time.decode_tokens += len(rows)
         for row in rows:
             self._rows[row].tokens.append(int(ids[row, 0]))
         self._choose(rows, logits[rows])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -57,10 +58,20 @@ async def test_batched_greedy_equals_single_runs(batched: Generator, generator: 
     params = [SamplingParams(max_tokens=8 + 6 * i) for i in range(len(QUESTIONS))]
     prompts = [_ids(model, q) for q in QUESTIONS]
     single = [await _collect(generator, p, sp) for p, sp in zip(prompts, params, strict=True)]
+    before = dataclasses.replace(batched.time)
     together = await asyncio.gather(*(_collect(batched, p, sp) for p, sp in zip(prompts, params, strict=True)))
     assert [t for t, _ in together] == [t for t, _ in single]
     assert [f.completion_tokens for _, f in together] == [f.completion_tokens for _, f in single]
     assert not batched.active
+    # The model-time account: every prompt token read once, every reply token after the first (which
+    # the prompt's last logits choose) from a decode step, and steps that served several rows at once.
+    spent = batched.time
+    assert spent.prefill_tokens - before.prefill_tokens == sum(len(p) for p in prompts)
+    decoded = spent.decode_tokens - before.decode_tokens
+    assert decoded == sum(f.completion_tokens - 1 for _, f in together)
+    assert decoded > 1.5 * (spent.decode_steps - before.decode_steps)
+    assert spent.decode_seconds > before.decode_seconds
+    assert spent.prefill_seconds > before.prefill_seconds
 
 
 async def test_cancel_frees_the_row_at_once(model: LoadedModel) -> None:
