@@ -25,7 +25,7 @@ reached 99.8% but was slower: its dozen extra small ops per product cost more th
 "q4_1-int8" is the same graph with int8 activations in the 4-bit products (MLAS's VNNI kernels, the
 arithmetic llama.cpp uses for Q4_1), about 1.2x the decode speed of q4_1-exact at llama.cpp's fidelity.
 On the raw codes (w = d*q, q in 0..15, mean ~7.5d) the activations' int8 rounding error adds up
-block by block instead of cancelling, which costs ~5 points of agreement; so each block gets the
+block by block instead of cancelling, which costs ~3 points of agreement; so each block gets the
 integer zero point nearest -m/d (w = d*(q - zp) + r, |r| <= d/2) and only the small rest r goes
 through the exact blocksum product.
 """
