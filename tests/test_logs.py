@@ -20,6 +20,7 @@ from engine.moderation import Refused
 from engine.settings import Settings, load_settings
 from engine.store import Store
 from tests.fakes.generator import ScriptedGenerator
+from tests.logcapture import on_root_logger
 
 TOKEN = "123456789:AAH-fake-telegram-token-0123456789abcdef"  # the shape RedactSecrets also masks
 API_KEY = "sk-local-not-a-token-shape"  # only masked because it is registered
@@ -32,15 +33,8 @@ def captured(fmt: Literal["text", "json"]) -> Iterator[io.StringIO]:
     handler = log_handler([TOKEN, API_KEY], fmt)
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with on_root_logger(handler, logging.INFO):
         yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
 
 
 def test_json_lines_carry_the_request_id_and_never_a_secret() -> None:

@@ -237,7 +237,7 @@ def import_model(
             from engine.model.quantize import build_quantized
 
             repacked = tmp / "q4_1"
-            build_quantized(src, out, repacked, precision)
+            build_quantized(src, out, repacked, int8_activations=precision == "q4_1-int8")
             shutil.rmtree(out)
             out = repacked
         progress("[3/3] writing the manifest and checksums")

@@ -40,10 +40,9 @@ import onnx
 from gguf import GGUFReader
 from onnx import helper, numpy_helper
 
-__all__ = ["PRECISION", "PRECISIONS", "build_quantized", "supports"]
+__all__ = ["PRECISION", "build_quantized", "supports"]
 
 PRECISION = "q4_1-exact"
-PRECISIONS = {PRECISION: 0, "q4_1-int8": 4}  # -> MatMulNBits accuracy_level of the 4-bit products
 BLOCK = 32
 MS_DOMAIN = "com.microsoft"
 HEAD_ACCURACY = 4  # int8 activations (on the hi/lo split): the only fast 8-bit kernel
@@ -88,8 +87,9 @@ def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
 
 
 class _Rewriter:
-    def __init__(self, graph: onnx.GraphProto, reader: GGUFReader, body_accuracy: int) -> None:
-        self.body_accuracy = body_accuracy
+    def __init__(self, graph: onnx.GraphProto, reader: GGUFReader, int8_activations: bool) -> None:
+        # MatMulNBits accuracy_level of the 4-bit products: 4 = int8 activations, 0 = fp32 (exact).
+        self.body_accuracy = 4 if int8_activations else 0
         self.tensors = {t.name: t for t in reader.tensors}
         self.heads = int(reader.fields["llama.attention.head_count"].parts[-1][0])
         self.kv_heads = int(reader.fields["llama.attention.head_count_kv"].parts[-1][0])
@@ -212,15 +212,15 @@ def supports(gguf_path: Path) -> bool:
     return kinds.get("token_embd.weight") == "Q8_0" and bool(projections) and set(projections) == {"Q4_1"}
 
 
-def build_quantized(gguf_path: Path, fp32_onnx_dir: Path, out_dir: Path, precision: str = PRECISION) -> None:
-    """Write a complete ``precision`` (one of PRECISIONS) model folder into out_dir.
+def build_quantized(gguf_path: Path, fp32_onnx_dir: Path, out_dir: Path, *, int8_activations: bool = False) -> None:
+    """Write a complete q4_1-exact model folder into out_dir (q4_1-int8 with ``int8_activations``).
 
     fp32_onnx_dir is onnxruntime-genai's fp32 CPU build of the dequantized GGUF: its graph is
     reused as-is and its fp32 weights are only used to verify the re-packed blocks bit for bit.
     """
     model = onnx.load(str(Path(fp32_onnx_dir) / "model.onnx"))
     graph = model.graph
-    rw = _Rewriter(graph, GGUFReader(str(gguf_path)), PRECISIONS[precision])
+    rw = _Rewriter(graph, GGUFReader(str(gguf_path)), int8_activations)
     codes, scales, zero, hidden, vocab = rw.q8_head("token_embd.weight", "lm_head.MatMul.weight")
     replaced = {"lm_head.MatMul.weight"}
 
@@ -296,4 +296,4 @@ def build_quantized(gguf_path: Path, fp32_onnx_dir: Path, out_dir: Path, precisi
 if __name__ == "__main__":
     import sys
 
-    build_quantized(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:5])
+    build_quantized(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int8_activations="--int8" in sys.argv[4:])

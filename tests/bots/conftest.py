@@ -12,6 +12,7 @@ import pytest
 from engine.logs import RedactSecrets
 from engine.model.registry import LoadedModel
 from tests.fakes.generator import ScriptedGenerator
+from tests.logcapture import on_root_logger
 
 
 @pytest.fixture
@@ -27,12 +28,5 @@ def captured_logs(secrets: Iterable[str]) -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with on_root_logger(handler, logging.DEBUG):
         yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
