@@ -34,7 +34,7 @@ from bots.discord.bot import DiscordBot
 from bots.telegram.bot import TelegramBot
 from engine.engine import Engine
 from engine.keys import ConversationKey
-from engine.model.importer import resolve_model
+from engine.model.catalog import resolve_model
 from engine.model.registry import LoadedModel, load_model
 from engine.redis_server import EmbeddedRedis
 from engine.settings import Settings, load_settings

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.model.catalog import BUILTIN_NAME, resolve_model
 from engine.model.generator import Delta, Finished, Generator
-from engine.model.importer import BUILTIN_NAME, resolve_model
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
 from engine.model.sampling import SamplingParams

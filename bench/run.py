@@ -269,7 +269,8 @@ def measure_fidelity(engine: Engine, prompts: Sequence[Ids], replies: Sequence[I
 def resolve_models(names: Sequence[str], models_dir: Path) -> list[ModelInfo]:
     """Folder names / paths as `parley` resolves them; a precision name means the built-in model imported
     at that precision (the default folder when it already holds it, else ``smollm2-135m-<precision>``)."""
-    from engine.model.importer import BUILTIN_NAME, BUILTIN_SOURCE, PRECISIONS, import_model, resolve_model
+    from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE, resolve_model
+    from engine.model.convert.importer import PRECISIONS, import_model
 
     found: dict[Path, ModelInfo] = {}
     for name in names:
@@ -379,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.json / results.md go")
     args = parser.parse_args(argv)
 
-    from engine.model.importer import DEFAULT_PRECISION, builtin_gguf
+    from engine.model.catalog import DEFAULT_PRECISION, builtin_gguf
     from engine.settings import load_settings
 
     started = time.monotonic()

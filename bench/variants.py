@@ -29,8 +29,8 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
-from engine.model.importer import BUILTIN_NAME, resolve_model
-from engine.model.quantize import PRECISION
+from engine.model.catalog import BUILTIN_NAME, resolve_model
+from engine.model.convert.quantize import PRECISION
 from engine.model.registry import MANIFEST, write_manifest
 from engine.settings import load_settings
 

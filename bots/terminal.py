@@ -7,6 +7,7 @@ import getpass
 import json
 import sys
 import threading
+import uuid
 from typing import TextIO
 
 from engine.engine import ChatRequest, Engine, Notice, Reply
@@ -50,13 +51,17 @@ async def answer(
 
 
 async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: bool) -> None:
-    key = terminal_key(conversation)
+    # A one-shot question starts from an empty conversation; it is kept under a fresh id (in --json) so
+    # `-c ID` can continue it. Only `-c` continues a conversation.
+    name = conversation or f"ask-{uuid.uuid4().hex[:12]}"
+    key = terminal_key(name)
     reply = await answer(engine, key, text, sys.stdout, stream=not as_json)
     if as_json:
         print(
             json.dumps(
                 {
                     "reply": reply.text,
+                    "conversation_id": name,
                     "conversation": key.id,
                     "model": engine.model_name,
                     "finish_reason": reply.finish_reason,

@@ -10,8 +10,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from redis.asyncio import Redis
 
 from engine.engine import Engine
+from engine.model.catalog import Progress, resolve_model
 from engine.model.generator import Generator, TextGenerator
-from engine.model.importer import Progress, resolve_model
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner, pick_device
 from engine.redis_server import EmbeddedRedis

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="print one reply")
     ask.add_argument("text")
-    ask.add_argument("--conversation", "-c", help="conversation id, to continue it across calls")
+    ask.add_argument(
+        "--conversation", "-c", help="continue this conversation (default: a new one, whose id --json reports)"
+    )
     ask.add_argument("--json", action="store_true", help="print the reply and its figures as JSON")
 
     export = sub.add_parser("export", help="print a terminal conversation as JSON")
@@ -141,7 +143,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _model_command(args: argparse.Namespace, settings: Settings) -> None:
-    from engine.model import importer, registry
+    from engine.model import registry
+    from engine.model.convert import importer
 
     if args.model_command == "import":
         info = importer.import_model(

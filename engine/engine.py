@@ -4,16 +4,18 @@ commands every front end shares (reset, persona, export, usage)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
-from engine.errors import ContextTooLong, InputRejected
-from engine.keys import ConversationKey, chat_scope
+from engine.errors import ContextTooLong, InputRejected, StoreUnavailable
+from engine.keys import ConversationKey, Lease, chat_scope
 from engine.logs import request_context, request_id
 from engine.metrics import Metrics
 from engine.model.generator import Delta, Finished, Generator, TextGenerator
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_PERSONA_CHARS = 2000
 # Messages that may wait for an answer in progress in the same conversation before new ones are refused.
 MAX_WAITING_PER_CONVERSATION = 2
+# How long /forget waits for the answers it stopped to end (their writes are refused in any case).
+ERASE_WAIT_SECONDS = 10.0
 
 
 class ConversationBusy(InputRejected):
@@ -85,7 +89,9 @@ class _Slot:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
-    cancel: threading.Event | None = None
+    cancel: threading.Event | None = None  # the answer being written
+    # Every request here, written or waiting: its cancel flag, and an event set when it has left.
+    requests: dict[threading.Event, asyncio.Event] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,7 @@ class Engine:
         if slot.lock.locked() and slot.waiting >= MAX_WAITING_PER_CONVERSATION:
             raise ConversationBusy("I'm still answering earlier messages here: wait a moment, or /stop that answer")
         slot.waiting += 1
+        slot.requests[cancel] = ended = asyncio.Event()
         try:
             async with slot.lock:
                 slot.waiting -= 1
@@ -184,6 +191,8 @@ class Engine:
                 finally:
                     slot.cancel = None
         finally:
+            del slot.requests[cancel]
+            ended.set()
             if slot.waiting == 0 and not slot.lock.locked():
                 self._slots.pop(key.id, None)
 
@@ -198,6 +207,34 @@ class Engine:
             return False
         slot.cancel.set()
         return True
+
+    def _stop_all(self, scope: str) -> list[asyncio.Event]:
+        """Cancel every answer written or waiting in a conversation (``scope``: its id) or a chat (the
+        ids' start); the events that are set once each has ended."""
+        ended = []
+        for conversation, slot in self._slots.items():
+            if conversation == scope or conversation.startswith(scope + ":"):
+                for cancel, done in slot.requests.items():
+                    cancel.set()
+                    ended.append(done)
+        return ended
+
+    async def _erase(self, scope: str, *erasures: Callable[[], Awaitable[int]]) -> int:
+        """Stop what is in flight in ``scope``, erase, then let the stopped answers end before the model's
+        memory of the scope is dropped (a stopped answer writes nothing: its leases went with the erasure)."""
+        ended = self._stop_all(scope)
+        removed = 0
+        for erasure in erasures:
+            removed += await erasure()
+        if ended:
+            waits = [asyncio.ensure_future(e.wait()) for e in ended]
+            _, late = await asyncio.wait(waits, timeout=ERASE_WAIT_SECONDS)
+            for wait in late:
+                wait.cancel()
+            if late:
+                log.warning("%d stopped answer(s) had not ended %.0f s after an erasure", len(late), ERASE_WAIT_SECONDS)
+        await self.generator.forget(scope)
+        return removed
 
     async def chat(self, request: ChatRequest, *, cancel: threading.Event | None = None) -> AsyncIterator[ChatEvent]:
         """Answer one message: Notice*, Delta*, then one Reply. Refusals raise InputRejected before any
@@ -227,11 +264,23 @@ class Engine:
             # Before waiting for a turn: a flood is refused at once, and a refused request is not counted.
             await self.store.guard(self.quotas.admit(key.platform, request.author_id, key.chat))
         async with self._one_at_a_time(request.key, cancel):
-            async for event in self._answer(request, text, params, cancel):
-                yield event
+            # From here on an erasure of the conversation, the chat or the person takes the lease, and
+            # this answer's writes are refused. An erasure here stops this request before it erases
+            # (_stop_all), so a lease opened after it is caught by the check below.
+            lease = await self.store.open_lease(key, request.author_id, uuid.uuid4().hex)
+            try:
+                if cancel.is_set():
+                    raise InputRejected(
+                        "stopped before I could answer (was the conversation erased?); nothing was kept"
+                    )
+                async for event in self._answer(request, text, params, cancel, lease):
+                    yield event
+            finally:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.close_lease(lease)
 
     async def _answer(
-        self, request: ChatRequest, text: str, params: SamplingParams, cancel: threading.Event
+        self, request: ChatRequest, text: str, params: SamplingParams, cancel: threading.Event, lease: Lease
     ) -> AsyncIterator[ChatEvent]:
         key, reply_budget = request.key, params.max_tokens
         if request.message_id and await self.store.seen(key, f"m:{request.message_id}"):
@@ -280,13 +329,14 @@ class Engine:
             dedupe_id=f"m:{request.message_id}" if request.message_id else f"w:{uuid.uuid4().hex}",
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
+            lease=lease,
         )
-        if stored and request.author_id:
-            await self.store.count_person(
-                key.platform, request.author_id, finished.prompt_tokens, finished.completion_tokens
-            )
-            spent = finished.prompt_tokens + finished.completion_tokens
-            await self.store.guard(self.quotas.spend(key.platform, request.author_id, key.chat, spent))
+        if stored:
+            settled = self.quotas.settle(
+                key, request.author_id, lease, finished.prompt_tokens, finished.completion_tokens,
+                usage_ttl=self.store.ttl,
+            )  # fmt: skip
+            await self.store.guard(settled)
         yield Reply(
             text=finished.text,
             finish_reason=finished.finish_reason,
@@ -380,17 +430,21 @@ class Engine:
         )
 
     async def forget_person(self, platform: str, person: str, private: ConversationKey | None = None) -> None:
-        """Erase what is stored about a person: their usage and their private conversation."""
-        await self.store.erase_person(platform, person)
-        if private is not None:
-            self.stop(private)
-            await self.store.erase(private)
-            self.generator.forget(private.id)
+        """Erase what is stored about a person (usage, counters) and, given their private conversation,
+        that whole private chat. Its answers in flight are stopped first and write nothing afterwards;
+        their answers in flight elsewhere no longer count towards their usage."""
+        if private is None:
+            await self.store.erase_person(platform, person)
+            return
+        await self._erase(
+            chat_scope(platform, private.chat),
+            partial(self.store.erase_person, platform, person),
+            partial(self.store.erase_chat, platform, private.chat),
+        )
 
     async def forget_chat(self, platform: str, chat: str) -> int:
-        """Erase every conversation of a chat (all its threads)."""
-        self.generator.forget(chat_scope(platform, chat))
-        return await self.store.erase_chat(platform, chat)
+        """Erase every conversation of a chat (all its threads), stopping its answers in flight first."""
+        return await self._erase(chat_scope(platform, chat), partial(self.store.erase_chat, platform, chat))
 
     def model_summary(self) -> str:
         info = self.model.info
@@ -406,7 +460,7 @@ class Engine:
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)
-        self.generator.forget(key.id)
+        await self.generator.forget(key.id)
 
     async def set_persona(self, key: ConversationKey, text: str | None) -> str:
         """Set (or with None/empty, clear) the conversation's system prompt; returns the one in force."""

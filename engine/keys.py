@@ -64,11 +64,37 @@ def chat_key(platform: str, chat: str, kind: str) -> str:
     return f"{PREFIX}:{{{quote_part(platform)}:{quote_part(chat)}:-}}:{kind}"
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One answer's right to write: a key in each place it writes to (its conversation, its chat's
+    counters and, when it has an author, that person's usage). Erasing a place erases the lease kept
+    there, so a write arriving after an erasure finds none and is refused atomically (the write scripts
+    check and consume it); nothing is left behind to mark the erasure."""
+
+    conversation: str
+    chat: str
+    person: str | None
+
+    @classmethod
+    def for_request(cls, key: ConversationKey, person: str | None, request: str) -> Lease:
+        rid = quote_part(request)
+        return cls(
+            conversation=key.redis_key(f"lease:{rid}"),
+            chat=chat_key(key.platform, key.chat, f"lease:{rid}"),
+            person=person_key(key.platform, person, f"lease:{rid}") if person else None,
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.conversation, self.chat] + ([self.person] if self.person else [])
+
+
 # Generation jobs for `parley worker` (PARLEY_ENGINE=remote). The queue and its dead letters share a hash tag
 # (one cluster slot); each request's reply stream and cancel flag share the request's own.
 JOBS = f"{PREFIX}:{{jobs}}:queue"
 DEAD_JOBS = f"{PREFIX}:{{jobs}}:dead"
 WORKERS = f"{PREFIX}:{{jobs}}:workers"  # sorted set: worker name -> when its heartbeat expires
+FORGET_CHANNEL = f"{PREFIX}:forget"  # pub/sub: conversation scopes whose resident caches workers must drop
 
 
 def job_key(request_id: str, kind: str) -> str:

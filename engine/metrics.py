@@ -61,6 +61,9 @@ class Metrics:
         )
         # Incremented by `parley worker` when it takes over a job whose worker died (XAUTOCLAIM).
         self.jobs_reclaimed = Counter("parley_jobs_reclaimed", "Worker jobs reclaimed from a dead worker", registry=r)
+        self.jobs_dropped = Counter(
+            "parley_jobs_dropped", "Worker jobs dropped because their requester stopped waiting", registry=r
+        )
 
     def watch_generator(self, stats: Callable[[], Mapping[str, int]]) -> None:
         """Read queue depth and running generations from ``stats()`` at each scrape."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from engine.errors import QuotaExceeded
-from engine.keys import PREFIX, chat_key, person_key, quote_part
+from engine.keys import PREFIX, ConversationKey, Lease, chat_key, person_key, quote_part
 
 _HIT = """
 local n = redis.call('INCR', KEYS[1])
@@ -63,11 +63,25 @@ end
 return {0}
 """
 
-# Tokens spent, added after the reply (the reply's size is not known before).
-_SPEND = """
-for i = 1, 2 do
-  redis.call('INCRBY', KEYS[i], ARGV[1])
-  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+# What an answer spent, counted after it (its size is not known before): the chat's tokens of the day
+# and, when it has an author, the person's tokens of the day and usage. Each part only while its lease
+# is there, consuming it: after an erasure (of the chat, or of the person) that part writes nothing.
+# KEYS: chat lease, chat tpd [, person lease, person tpd, person usage]
+# ARGV: prompt tokens, completion tokens, usage TTL, tpd TTL
+_SETTLE = """
+local spent = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local function count(lease, tpd)
+  if redis.call('DEL', lease) == 0 then return false end
+  redis.call('INCRBY', tpd, spent)
+  if redis.call('TTL', tpd) < 0 then redis.call('EXPIRE', tpd, ARGV[4]) end
+  return true
+end
+count(KEYS[1], KEYS[2])
+if #KEYS > 2 and count(KEYS[3], KEYS[4]) then
+  redis.call('HINCRBY', KEYS[5], 'requests', 1)
+  redis.call('HINCRBY', KEYS[5], 'prompt_tokens', ARGV[1])
+  redis.call('HINCRBY', KEYS[5], 'completion_tokens', ARGV[2])
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
 end
 """
 
@@ -91,7 +105,7 @@ class Quotas:
         self.redis = redis
         self.limits = limits
         self._admit = redis.register_script(_ADMIT)
-        self._spend = redis.register_script(_SPEND)
+        self._settle = redis.register_script(_SETTLE)
 
     @staticmethod
     def _keys(platform: str, person: str, chat: str) -> list[str]:
@@ -123,9 +137,22 @@ class Quotas:
                 f"you've reached the limit of {what} {_SCOPES[scope - 1]}; try again in {_human(wait)}", wait
             )
 
-    async def spend(self, platform: str, person: str, chat: str, tokens: int) -> None:
-        keys = self._keys(platform, person, chat)
-        await self._spend(keys=[keys[2], keys[3]], args=[tokens, DAY])
+    async def settle(
+        self,
+        key: ConversationKey,
+        person: str | None,
+        lease: Lease,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        usage_ttl: int,
+    ) -> None:
+        """Count an answer's tokens (see _SETTLE); a person's usage spans conversations, so it lives
+        under the person's key, outside any one conversation's."""
+        keys = [lease.chat, chat_key(key.platform, key.chat, "quota:tpd")]
+        if person and lease.person:
+            keys += [lease.person, *(person_key(key.platform, person, k) for k in ("quota:tpd", "usage"))]
+        await self._settle(keys=keys, args=[prompt_tokens, completion_tokens, usage_ttl, DAY])
 
     async def set_chat_limits(self, platform: str, chat: str, *, requests_per_minute: int | None,
                               tokens_per_day: int | None) -> None:  # fmt: skip

@@ -10,6 +10,11 @@ answer comes back on the request's own reply stream (``job_key(id, "reply")``) a
   error     the model refused or failed on this job (``message``); redoing it would fail the same way
   failed    the job stopped workers ``PARLEY_MAX_DELIVERIES`` times and was moved to the dead letters
 
+While it waits, the requester keeps the job's ``asker`` key alive (ASKER_TTL, refreshed every second).
+A worker takes and continues only jobs whose asker is still there: one whose requester gave up (told
+"temporarily unavailable" during a Redis outage, or gone with its process) is dropped, not generated
+again into a reply stream nobody reads; such a stream expires after REPLY_TTL.
+
 When a worker dies mid-answer another one redoes the job under a higher attempt. The job carries its
 seed, so the redo writes the same text: the requester skips what it already passed on and continues,
 and the person sees one answer.
@@ -32,7 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from engine.errors import ModelError, ParleyError
-from engine.keys import JOBS, WORKERS, job_key
+from engine.keys import FORGET_CHANNEL, JOBS, WORKERS, job_key
 from engine.model.generator import Delta, Event, Finished, GeneratorBusy
 from engine.model.sampling import SamplingParams
 from engine.store import Store
@@ -42,6 +47,10 @@ GROUP = "workers"
 # Each request waiting on its reply stream holds a connection (a blocking XREAD), plus the store's own.
 CONNECTIONS = 256
 READ_BLOCK_MS = 250  # how often a waiting requester looks at its cancel flag
+# A Redis outage longer than ASKER_TTL - ASKER_REFRESH (4 s) lets every abandoned job's asker key lapse.
+ASKER_TTL = 5
+ASKER_REFRESH = 1.0
+REPLY_TTL = 30  # seconds a reply stream outlives its last entry (the requester reads it within ms)
 
 
 class WorkerUnavailable(GeneratorBusy):
@@ -52,8 +61,8 @@ class JobFailed(ParleyError):
     """The job was set aside after it had stopped the workers that took it too many times."""
 
 
-def reply_ttl(job_timeout: float) -> int:
-    """Seconds an orphaned reply stream or cancel flag lives; refreshed while the job runs."""
+def cancel_ttl(job_timeout: float) -> int:
+    """Seconds a cancel flag lives: as long as its job may still wait in the stream or be taken over."""
     return max(300, int(4 * job_timeout))
 
 
@@ -115,7 +124,7 @@ class RemoteGenerator:
         self.store = store
         self.redis = store.redis
         self._context_tokens = context_tokens
-        self.ttl = reply_ttl(job_timeout)
+        self.cancel_ttl = cancel_ttl(job_timeout)
         self.max_waiting = max_waiting
         self.worker_wait = worker_wait  # how long no live worker is tolerated before the request fails
         self._enqueue = self.redis.register_script(_ENQUEUE)
@@ -139,10 +148,10 @@ class RemoteGenerator:
     def device(self) -> str:
         return "remote workers"
 
-    def forget(self, scope: str) -> None:
-        """Workers keep their resident caches in their own memory, out of reach from here: a forgotten
-        conversation's cache stays there until it is evicted (least recently used) or the worker
-        restarts. Redis, the record, is erased by the engine."""
+    async def forget(self, scope: str) -> None:
+        """Workers keep resident caches in their own memory: tell every worker to drop the scope's. A
+        worker that cannot hear it (Redis unreachable) drops all of its caches once it reconnects."""
+        await self.store.guard(self.redis.publish(FORGET_CHANNEL, scope))
 
     def stats(self) -> dict[str, int]:
         """This front end's requests: taken by a worker, and still waiting for one."""
@@ -166,21 +175,26 @@ class RemoteGenerator:
             params = replace(params, seed=secrets.randbits(63))
         cancel = cancel or threading.Event()
         request_id = uuid.uuid4().hex
-        reply, cancel_flag = job_key(request_id, "reply"), job_key(request_id, "cancel")
+        reply, cancel_flag, asker = (job_key(request_id, k) for k in ("reply", "cancel", "asker"))
         job = {"id": request_id, "prompt": json.dumps(prompt), "params": params_to_json(params),
                "cache_key": cache_key or ""}  # fmt: skip
         args: list[Any] = [GROUP, self.max_waiting, *(x for kv in job.items() for x in kv)]
+        await self.store.guard(self.redis.set(asker, 1, ex=ASKER_TTL))
         if not await self.store.guard(self._enqueue(keys=[JOBS], args=args)):
+            await self.store.guard(self.redis.delete(asker))
             raise GeneratorBusy("the model is busy; try again in a moment")
         done = started = False
         self._waiting += 1
         try:
             relay = _Relay()
             last_id, cancel_sent = "0-0", False
-            quiet_since = no_worker_since = time.monotonic()
+            quiet_since = no_worker_since = asked = time.monotonic()
             while True:
+                if time.monotonic() - asked >= ASKER_REFRESH:
+                    asked = time.monotonic()
+                    await self.store.guard(self.redis.set(asker, 1, ex=ASKER_TTL))
                 if cancel.is_set() and not cancel_sent:
-                    await self.store.guard(self.redis.set(cancel_flag, 1, ex=self.ttl))
+                    await self.store.guard(self.redis.set(cancel_flag, 1, ex=self.cancel_ttl))
                     cancel_sent = True
                 found = await self.store.guard(self.redis.xread({reply: last_id}, count=256, block=READ_BLOCK_MS))
                 if not found:
@@ -211,16 +225,17 @@ class RemoteGenerator:
                 self._running -= 1
             else:
                 self._waiting -= 1
-            await self._clean_up(reply, cancel_flag, stop_worker=not done)
+            await self._clean_up(reply, cancel_flag, asker, stop_worker=not done)
 
-    async def _clean_up(self, reply: str, cancel_flag: str, *, stop_worker: bool) -> None:
+    async def _clean_up(self, reply: str, cancel_flag: str, asker: str, *, stop_worker: bool) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 if stop_worker:  # the requester stopped listening: the worker need not go on
-                    pipe.set(cancel_flag, 1, ex=self.ttl)
-                pipe.delete(reply)
+                    pipe.set(cancel_flag, 1, ex=self.cancel_ttl)
+                pipe.delete(reply, asker)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:  # Redis down: the flag and the stream expire by themselves
+        except (RedisError, OSError) as exc:
+            # Redis down: the asker key lapses meanwhile, so no worker takes the job on once it is back.
             log.info("could not clean up after a remote request (%s)", type(exc).__name__)
 
 

@@ -5,7 +5,8 @@ Per conversation (one hash tag, so one cluster slot):
   ``…:seen``   sorted set of message ids already appended (dedupe), newest kept
   ``…:meta``   hash: persona (system prompt) and other per-conversation settings
   ``…:usage``  hash: request and token counters
-Every key carries the conversation TTL, refreshed on each write.
+  ``…:lease:<request>``  an answer in flight may still write here (see ``keys.Lease``)
+Every key carries the conversation TTL, refreshed on each write (a lease: LEASE_TTL).
 """
 
 from __future__ import annotations
@@ -28,18 +29,23 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreUnavailable
-from engine.keys import PREFIX, ConversationKey, chat_pattern, person_key
+from engine.keys import PREFIX, ConversationKey, Lease, chat_pattern, person_key
 
 log = logging.getLogger(__name__)
 KINDS = ("turns", "seen", "meta", "usage")
 SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
+# An answer whose lease is older than this may no longer write (it is deleted when the answer ends).
+LEASE_TTL = 6 * 3600
 
 # Append turns, trim, refresh TTLs and count usage in one atomic step; a dedupe id already seen
-# makes the whole call a no-op, so a retried write never adds a second copy.
+# makes the whole call a no-op, so a retried write never adds a second copy. With a lease (KEYS[5]),
+# the write happens only if the lease is still there (the conversation was not erased meanwhile), and
+# consumes it.
 _APPEND = """
 local turns, seen, meta, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local dedupe, window, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local ptok, ctok, nturns = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if KEYS[5] and redis.call('DEL', KEYS[5]) == 0 then return 0 end
 if dedupe ~= '' then
   if redis.call('ZSCORE', seen, dedupe) then return 0 end
   redis.call('ZADD', seen, now, dedupe)
@@ -71,13 +77,6 @@ if cjson.decode(last)['role'] ~= 'user' then return false end
 return redis.call('RPOP', KEYS[1])
 """
 
-_PERSON_USAGE = """
-redis.call('HINCRBY', KEYS[1], 'requests', 1)
-redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -104,7 +103,6 @@ class Store:
         self.window = window
         self._append = redis.register_script(_APPEND)
         self._pop_exchange = redis.register_script(_POP_EXCHANGE)
-        self._person_usage = redis.register_script(_PERSON_USAGE)
 
     async def guard(self, coro: Any) -> Any:
         """Run a Redis call; an unreachable Redis becomes StoreUnavailable."""
@@ -124,9 +122,11 @@ class Store:
         dedupe_id: str | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        lease: Lease | None = None,
     ) -> bool:
-        """Append turns atomically; False when ``dedupe_id`` was already recorded (nothing added)."""
-        keys = [key.redis_key(k) for k in KINDS]
+        """Append turns atomically; False when ``dedupe_id`` was already recorded, or ``lease`` was
+        erased with the conversation (nothing added)."""
+        keys = [key.redis_key(k) for k in KINDS] + ([lease.conversation] if lease else [])
         args: list[str | int | float] = [
             dedupe_id or "",
             self.window,
@@ -158,33 +158,50 @@ class Store:
         """True the first time ``name`` is claimed within ``ttl`` seconds (dedupe of deliveries)."""
         return bool(await self.guard(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
 
-    async def count_person(self, platform: str, person: str, prompt_tokens: int, completion_tokens: int) -> None:
-        # A person's usage spans conversations, so it lives outside any one conversation's hash tag.
-        keys = [person_key(platform, person, "usage")]
-        await self.guard(self._person_usage(keys=keys, args=[prompt_tokens, completion_tokens, self.ttl]))
+    async def open_lease(self, key: ConversationKey, person: str | None, request: str) -> Lease:
+        lease = Lease.for_request(key, person, request)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in lease.keys:
+                pipe.set(name, 1, ex=LEASE_TTL)
+            await self.guard(pipe.execute())
+        return lease
+
+    async def holds(self, lease: Lease) -> bool:
+        """The conversation has not been erased since the lease was opened."""
+        return bool(await self.guard(self.redis.exists(lease.conversation)))
+
+    async def close_lease(self, lease: Lease) -> None:
+        await self.guard(self.redis.delete(*lease.keys))
 
     async def person_usage(self, platform: str, person: str) -> dict[str, int]:
         raw = await self.guard(self.redis.hgetall(person_key(platform, person, "usage")))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
-    async def erase_person(self, platform: str, person: str) -> None:
-        """Everything kept about a person outside conversations: usage and quota counters."""
-        async for found in self.redis.scan_iter(match=person_key(platform, person, "*"), count=500):
-            await self.guard(self.redis.delete(found))
+    async def erase_person(self, platform: str, person: str) -> int:
+        """Everything kept about a person outside conversations (usage, quota counters, the leases of
+        their answers in flight); keys removed."""
+        return await self._erase_matching(person_key(platform, person, "lease:*"), person_key(platform, person, "*"))
 
     async def erase_chat(self, platform: str, chat: str) -> int:
-        """Erase every conversation of a chat (all its threads, and each person's in it); keys removed."""
-        removed = 0
-        async for found in self.redis.scan_iter(match=chat_pattern(platform, chat), count=500):
-            removed += int(await self.guard(self.redis.delete(found)))
-        return removed
+        """Erase every conversation of a chat (all its threads, each person's in it, its counters and
+        limits, the leases of answers in flight there); keys removed."""
+        return await self._erase_matching(chat_pattern(platform, chat) + ":lease:*", chat_pattern(platform, chat))
+
+    async def _erase_matching(self, leases: str, everything: str) -> int:
+        # Leases first: from then on no answer in flight can write here, so the second pass (a SCAN
+        # is not atomic) cannot miss a key that such an answer writes meanwhile.
+        async def erase() -> int:
+            removed = 0
+            for match in (leases, everything):
+                async for found in self.redis.scan_iter(match=match, count=500):
+                    removed += int(await self.redis.delete(found))
+            return removed
+
+        return int(await self.guard(erase()))
 
     async def reset(self, key: ConversationKey) -> None:
         """Forget the turns; the persona stays (it is a setting, not conversation)."""
         await self.guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
-
-    async def erase(self, key: ConversationKey) -> None:
-        await self.guard(self.redis.delete(*(key.redis_key(k) for k in KINDS)))
 
     async def set_persona(self, key: ConversationKey, persona: str | None) -> None:
         meta = key.redis_key("meta")

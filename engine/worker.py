@@ -29,10 +29,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from engine.app import load_local_model, local_generator, open_redis
 from engine.errors import ParleyError
 from engine.http import HttpServer
-from engine.keys import DEAD_JOBS, JOBS, WORKERS, job_key
+from engine.keys import DEAD_JOBS, FORGET_CHANNEL, JOBS, WORKERS, job_key
 from engine.metrics import Metrics
 from engine.model.generator import Delta, TextGenerator
-from engine.remote import GROUP, decode, ensure_group, params_from_json, reply_ttl
+from engine.remote import ASKER_TTL, GROUP, REPLY_TTL, decode, ensure_group, params_from_json
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ class Worker:
         self.job_timeout = job_timeout
         self.max_deliveries = max_deliveries
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.ttl = reply_ttl(job_timeout)
         self._if_mine = redis.register_script(_IF_MINE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._tasks: dict[asyncio.Task[None], _Job] = {}
@@ -104,11 +103,15 @@ class Worker:
         """Take and answer jobs until ``stop`` is set; then finish the jobs in hand (up to the job
         timeout) and hand back the rest for other workers to take at once."""
         beat = asyncio.create_task(self._beat(stop))
+        erasures = asyncio.create_task(self._hear_erasures(stop))
         stopping = asyncio.create_task(stop.wait())
         log.info("worker %s taking jobs (%d at once)", self.name, self.concurrency)
-        next_reclaim = 0.0
+        next_reclaim = resume_at = 0.0
         try:
             while not stop.is_set():
+                if (pause := resume_at - time.monotonic()) > 0:
+                    await asyncio.sleep(min(pause, 0.5))
+                    continue
                 free = self.concurrency - len(self._tasks)
                 if free <= 0:
                     await asyncio.wait([*self._tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -122,7 +125,10 @@ class Worker:
                         jobs = await self._read(free)
                 except UNREACHABLE as exc:
                     log.warning("Redis unreachable (%s); retrying", exc)
-                    await asyncio.sleep(1.0)
+                    await self._forget_everything()
+                    # Requesters waiting when Redis went away gave up, but their asker keys may outlive
+                    # the outage by up to ASKER_TTL: take no job until those have lapsed.
+                    resume_at = time.monotonic() + ASKER_TTL
                     continue
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
@@ -137,6 +143,7 @@ class Worker:
             stopping.cancel()
             await self._drain()
             beat.cancel()
+            erasures.cancel()
             with contextlib.suppress(*UNREACHABLE):
                 await self.redis.zrem(WORKERS, self.name)
 
@@ -154,6 +161,24 @@ class Worker:
             idle = int(self.job_timeout * 1000)
             with contextlib.suppress(*UNREACHABLE):
                 await self.redis.xclaim(JOBS, GROUP, self.name, 0, ids, idle=idle, justid=True)
+
+    async def _hear_erasures(self, stop: asyncio.Event) -> None:
+        """Drop the resident caches of conversations erased by /forget (RemoteGenerator.forget)."""
+        while not stop.is_set():
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(FORGET_CHANNEL)
+                    while not stop.is_set():
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            await self.generator.forget(message["data"].decode())
+            except UNREACHABLE:
+                await self._forget_everything()
+                await asyncio.sleep(1.0)
+
+    async def _forget_everything(self) -> None:
+        # Cut off from Redis, this worker may have missed an erasure: it keeps no conversation's cache.
+        await self.generator.forget("")
 
     async def _beat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -197,7 +222,7 @@ class Worker:
             pipe.xadd(DEAD_JOBS, dead,
                       maxlen=DEAD_LETTERS_KEPT)  # fmt: skip
             pipe.xadd(reply, {"attempt": job.attempt, "kind": "failed", "message": message})
-            pipe.expire(reply, self.ttl)
+            pipe.expire(reply, REPLY_TTL)
             pipe.xack(JOBS, GROUP, job.entry)
             pipe.xdel(JOBS, job.entry)
             await pipe.execute()
@@ -207,7 +232,7 @@ class Worker:
         async with self.redis.pipeline(transaction=False) as pipe:
             entry: dict[Any, Any] = {"attempt": job.attempt, "kind": kind, **fields}
             pipe.xadd(reply, entry)
-            pipe.expire(reply, self.ttl)  # with every entry: the requester may have deleted the stream
+            pipe.expire(reply, REPLY_TTL)  # with every entry: the requester may have deleted the stream
             await pipe.execute()
 
     async def _mine(self, job: _Job, action: str) -> bool:
@@ -216,8 +241,10 @@ class Worker:
     async def _answer(self, job: _Job) -> None:
         watch = asyncio.create_task(self._watch(job))
         try:
-            if await self.redis.exists(job_key(job.request_id, "cancel")):
-                await self._mine(job, "ack")  # its requester stopped waiting before it was taken
+            if not await self._wanted(job):
+                log.info("job %s dropped: its requester stopped waiting (delivery %d)", job.entry, job.attempt)
+                self.metrics.jobs_dropped.inc()
+                await self._mine(job, "ack")
                 return
             await self._send(job, "start", worker=self.name)
             prompt, params = json.loads(job.fields["prompt"]), params_from_json(job.fields["params"])
@@ -247,15 +274,24 @@ class Worker:
             job.cancel.set()
             watch.cancel()
 
+    async def _wanted(self, job: _Job) -> bool:
+        """Its requester still waits for it: it has not stopped it, and keeps its asker key alive."""
+        cancel_flag, asker = job_key(job.request_id, "cancel"), job_key(job.request_id, "asker")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(cancel_flag)
+            pipe.exists(asker)
+            cancelled, asking = await pipe.execute()
+        return not cancelled and bool(asking)
+
     async def _watch(self, job: _Job) -> None:
-        """While a job runs: stop it when its requester does; keep the claim fresh, or notice it was lost."""
-        cancel_flag, reply = job_key(job.request_id, "cancel"), job_key(job.request_id, "reply")
+        """While a job runs: stop it when its requester does (or is gone); keep the claim fresh, or notice
+        it was lost."""
         refresh_every = self.job_timeout / 4
         next_refresh = time.monotonic() + refresh_every
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
-                if await self.redis.exists(cancel_flag):
+                if not await self._wanted(job):
                     job.cancel.set()
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + refresh_every
@@ -263,7 +299,6 @@ class Worker:
                         job.lost = True
                         job.cancel.set()
                         return
-                    await self.redis.expire(reply, self.ttl)
             except UNREACHABLE:
                 pass  # the job's own writes fail too, and it is abandoned there
 

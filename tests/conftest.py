@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 
 from engine.engine import Engine
 from engine.keys import ConversationKey
+from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, resolve_model
+from engine.model.convert.importer import import_model
 from engine.model.generator import Generator
-from engine.model.importer import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, import_model, resolve_model
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
 from engine.settings import Settings, load_settings

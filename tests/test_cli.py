@@ -57,6 +57,20 @@ def test_ask_continues_a_conversation_across_processes(env: dict[str, str]) -> N
     assert other["turns"] == []
 
 
+@pytest.mark.slow
+def test_ask_without_a_conversation_starts_from_nothing(env: dict[str, str]) -> None:
+    question = "Name one primary colour."
+    runs = [json.loads(_parley(["ask", question, "--json"], env).stdout) for _ in range(2)]
+    # Nothing carried over: the same question costs the same prompt, in two different conversations.
+    assert runs[0]["prompt_tokens"] == runs[1]["prompt_tokens"]
+    assert runs[0]["conversation_id"] != runs[1]["conversation_id"]
+    assert json.loads(_parley(["export"], env).stdout)["turns"] == []  # `parley chat`'s default is untouched
+    # The id --json reports continues that one conversation.
+    follow = json.loads(_parley(["ask", question, "-c", runs[0]["conversation_id"], "--json"], env).stdout)
+    assert follow["conversation_id"] == runs[0]["conversation_id"]
+    assert follow["prompt_tokens"] > runs[0]["prompt_tokens"]
+
+
 def test_bad_setting_fails_at_start_naming_it(env: dict[str, str]) -> None:
     result = _parley(["ask", "hi"], {**env, "PARLEY_CONTEXT_TOKENS": "lots"})
     assert result.returncode == 2

@@ -22,11 +22,12 @@ from redis.asyncio import Redis
 
 from engine.app import open_engine
 from engine.engine import ChatRequest, Engine, Reply
+from engine.errors import StoreUnavailable
 from engine.keys import DEAD_JOBS, JOBS, WORKERS, ConversationKey, job_key
 from engine.model.generator import Delta, Event, Finished, Generator, GeneratorBusy, TextGenerator
 from engine.model.registry import LoadedModel
 from engine.model.sampling import SamplingParams
-from engine.remote import GROUP, JobFailed, RemoteGenerator, WorkerUnavailable
+from engine.remote import GROUP, REPLY_TTL, JobFailed, RemoteGenerator, WorkerUnavailable
 from engine.settings import Settings
 from engine.store import Store, connect
 from engine.worker import Worker
@@ -182,6 +183,69 @@ async def test_no_worker_is_a_clear_error_and_the_job_is_dropped(
 
         await until(dropped)
     assert scripted.prompts == []
+
+
+async def test_forget_mid_answer_in_remote_mode_leaves_nothing_behind(
+    redis: Redis, store: Store, settings: Settings, model: LoadedModel
+) -> None:
+    worker_model = ScriptedGenerator(model, piece=1, delay=0.01, script=lambda _: "word " * 2000)
+    async with (
+        worker_in_process(redis, worker_model),
+        RemoteGenerator(store, context_tokens=2048, job_timeout=5) as gen,
+    ):
+        engine = Engine(settings, store, gen, model)
+        key = ConversationKey("test", "dm-4242", user="4242")
+        shown = 0
+        async for event in engine.chat(ChatRequest(key, "talk a lot", author_id="4242")):
+            shown += isinstance(event, Delta)
+            if shown == 3:
+                await engine.forget_person("test", "4242", private=key)
+
+        async def settled() -> bool:  # the job is stopped and acknowledged, its worker heard the erasure
+            return await redis.xlen(JOBS) == 0 and "test:dm-4242" in worker_model.forgotten
+
+        await until(settled)
+        await asyncio.sleep(0.3)  # a late write would land by now
+        assert worker_model.cancelled == 1
+        leftovers = [k.decode() async for k in redis.scan_iter(count=1000)]
+        assert [k for k in leftovers if "4242" in k] == []
+        assert [k for k in leftovers if ":reply" in k] == []
+
+
+@pytest.mark.slow
+async def test_after_a_redis_outage_no_abandoned_job_is_generated_again(tmp_path: Path, model: LoadedModel) -> None:
+    server = RedisProcess(tmp_path, aof=True)  # as deployed: AOF, fsync every second
+    server.start()
+    slow = ScriptedGenerator(model, piece=1, delay=0.02, script=lambda _: "word " * 500)
+    try:
+        async with connect(server.url, max_connections=64) as front, connect(server.url, max_connections=64) as back:
+            remote = RemoteGenerator(Store(front, ttl=3600, window=200), context_tokens=2048, job_timeout=2,
+                                     worker_wait=60)  # fmt: skip
+            async with worker_in_process(back, slow, concurrency=2, job_timeout=2.0), remote:
+                asked = [asyncio.ensure_future(collect(remote.stream(prompt_ids(model, f"question {i}"),
+                                                                     SamplingParams()))) for i in range(5)]  # fmt: skip
+
+                async def two_running() -> bool:
+                    return len(slow.prompts) == 2
+
+                await until(two_running)
+                await asyncio.sleep(1.5)  # the queued jobs are on disk (AOF)
+                server.kill()
+                outcomes = await asyncio.gather(*asked, return_exceptions=True)
+                # every requester was told Redis is unavailable: nobody waits for these answers any more
+                assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+                await asyncio.sleep(3)
+                server.start()  # replays the AOF: the 3 queued jobs and the 2 unacknowledged ones are back
+
+                async def drained() -> bool:  # read or taken over, then dropped unanswered
+                    return await front.xlen(JOBS) == 0 and (await front.xpending(JOBS, GROUP))["pending"] == 0
+
+                await until(drained, timeout=30)
+                assert len(slow.prompts) == 2  # none was generated again
+                async for name in front.scan_iter(match="parley:job:*", count=1000):
+                    assert 0 < await front.ttl(name) <= max(REPLY_TTL, 300), name  # every leftover expires
+    finally:
+        server.stop()
 
 
 # --- real `parley worker` processes -----------------------------------------------------------------

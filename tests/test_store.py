@@ -66,10 +66,26 @@ async def test_persona_reset_and_export(store: Store, redis: Redis, key: Convers
     await store.reset(key)
     assert await store.history(key) == []
     assert await store.persona(key) == "You are a pirate."
-    await store.erase(key)
+    await store.erase_chat(key.platform, key.chat)
     assert await store.persona(key) is None
     for kind in KINDS:
         assert not await redis.exists(key.redis_key(kind))
+
+
+async def test_a_write_after_the_erasure_is_refused(store: Store, redis: Redis, key: ConversationKey) -> None:
+    # An answer in flight holds a lease; erasing its conversation takes the lease, so its late write
+    # (the stopped answer, its usage) is refused atomically and nothing reappears.
+    lease = await store.open_lease(key, "alice", "r1")
+    assert await store.holds(lease)
+    await store.erase_chat(key.platform, key.chat)
+    assert not await store.holds(lease)
+    assert not await store.append(key, [Turn("user", "late"), Turn("assistant", "late too")], lease=lease)
+    assert await redis.keys(f"*{key.chat}*") == []
+    # With its lease still there the write goes through, once, and consumes it.
+    lease = await store.open_lease(key, "alice", "r2")
+    assert await store.append(key, [Turn("user", "hi")], lease=lease)
+    assert not await store.append(key, [Turn("user", "hi again")], lease=lease)
+    assert [t.content for t in await store.history(key)] == ["hi"]
 
 
 async def test_conversations_are_isolated(store: Store, key: ConversationKey) -> None:

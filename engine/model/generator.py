@@ -87,9 +87,9 @@ class TextGenerator(Protocol):
         conversations' caches can reuse the one it holds for it."""
         ...
 
-    def forget(self, scope: str) -> None:
-        """Drop what is kept in memory for a conversation (``scope`` = its id) or a whole chat (the id's
-        start, ``chat_scope``): its resident cache, after /forget or /reset."""
+    async def forget(self, scope: str) -> None:
+        """Drop what is kept in memory for a conversation (``scope`` = its id), a whole chat (the id's
+        start, ``chat_scope``) or, with '', every conversation: resident caches, after /forget or /reset."""
         ...
 
     def stats(self) -> dict[str, int]:
@@ -186,9 +186,9 @@ class ResidentCaches:
             self.bytes += kv.nbytes
 
     def drop(self, scope: str) -> int:
-        """Forget the conversation ``scope`` names, or every conversation whose id starts with it."""
+        """Forget the conversation ``scope`` names, or every conversation whose id starts with it ('': all)."""
         with self._lock:
-            keys = [k for k in self._entries if k == scope or k.startswith(scope + ":")]
+            keys = [k for k in self._entries if not scope or k == scope or k.startswith(scope + ":")]
             for key in keys:
                 self._pop(key)
             return len(keys)
@@ -258,7 +258,7 @@ class Generator:
         """Some request holds a cache row."""
         return bool(self._rows)
 
-    def forget(self, scope: str) -> None:
+    async def forget(self, scope: str) -> None:
         # An answer still being written puts its cache back when done: /forget stops it first (a
         # stopped answer keeps no cache); after /reset the next prompt shares only the system prompt.
         self.resident.drop(scope)

@@ -16,6 +16,8 @@ from engine.model.template import ChatTemplate
 MANIFEST = "parley-model.json"
 # 2: graphs take logit_positions (logits only where asked). Older folders still load and run.
 FORMAT_VERSION = 2
+# The graph input that selects where logits are computed (added at import by convert/graph.py).
+LOGIT_POSITIONS = "logit_positions"
 # Everything serving needs; the manifest records a size and checksum for each.
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "chat_template.jinja", "genai_config.json")
 # Graph weights are large: their size is checked on every load, the checksum by `parley model verify`.

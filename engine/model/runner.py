@@ -22,8 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from engine.errors import ModelError
-from engine.model.graph import LOGIT_POSITIONS
-from engine.model.registry import LoadedModel
+from engine.model.registry import LOGIT_POSITIONS, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ class OnnxRunner:
         if "input_ids" not in inputs or past0 not in inputs:
             raise ModelError(f"{model.info.path} is not a decoder graph with a KV cache")
         self.kv_dtype = _ORT_DTYPES.get(inputs[past0].type, np.float32)
-        # Graphs imported by Parley compute logits only at the positions asked for (see graph.py).
+        # Graphs imported by Parley compute logits only at the positions asked for (see convert/graph.py).
         self._selects_logits = LOGIT_POSITIONS in inputs
         self._names = [
             (past % layer, present % layer)

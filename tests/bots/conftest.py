@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from redis.asyncio import Redis
 
 from engine.logs import RedactSecrets
 from engine.model.registry import LoadedModel
@@ -30,3 +31,18 @@ def captured_logs(secrets: Iterable[str]) -> Iterator[io.StringIO]:
     handler.addFilter(RedactSecrets(secrets))
     with on_root_logger(handler, logging.DEBUG):
         yield stream
+
+
+async def keys_naming(redis: Redis, *ids: object) -> list[str]:
+    """Every key in Redis whose name carries one of these ids (a person's, a chat's): a full SCAN."""
+    found = []
+    async for raw in redis.scan_iter(count=1000):
+        name = raw.decode()
+        if any(str(i) in name for i in ids):
+            found.append(name)
+    return found
+
+
+def long_second_answer(users: list[str]) -> str:
+    """A short first answer, then one long enough to be stopped half-way."""
+    return "a short answer" if len(users) == 1 else "word " * 2000

@@ -32,7 +32,7 @@ class ScriptedGenerator:
     forgotten: list[str] = field(default_factory=list)
     active: bool = False
 
-    def forget(self, scope: str) -> None:
+    async def forget(self, scope: str) -> None:
         self.forgotten.append(scope)
 
     def stats(self) -> dict[str, int]:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from engine.errors import ModelError
+from engine.model.catalog import builtin_gguf
 from engine.model.generator import Delta, Finished, Generator
-from engine.model.importer import builtin_gguf
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
 from engine.model.sampling import SamplingParams

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ModelError
-from engine.model.importer import import_model, resolve_model
+from engine.model.catalog import resolve_model
+from engine.model.convert.importer import import_model
 from engine.model.registry import MANIFEST, LoadedModel, list_models, load_model, read_model_info
 from engine.model.runner import OnnxRunner
 

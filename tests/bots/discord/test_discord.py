@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from bots.discord.bot import DiscordBot
 from engine.engine import Engine
@@ -15,7 +16,7 @@ from engine.http import NotReady
 from engine.model.generator import Generator
 from engine.settings import Settings
 from engine.store import Store
-from tests.bots.conftest import captured_logs
+from tests.bots.conftest import captured_logs, keys_naming, long_second_answer
 from tests.fakes.discord import FakeDiscord, GuildRef
 from tests.fakes.generator import ScriptedGenerator
 
@@ -113,6 +114,24 @@ async def test_long_answer_with_code_is_split(dc: FakeDiscord, bot: DiscordBot, 
         assert m.content.count("```") % 2 == 0
     shown = "".join(m.content for m in messages)
     assert all(f"print('line {i}')" in shown for i in range(80))
+
+
+async def test_forget_mid_answer_leaves_nothing_behind(
+    dc: FakeDiscord, bot: DiscordBot, scripted: ScriptedGenerator, redis: Redis
+) -> None:
+    scripted.script, scripted.delay = long_second_answer, 0.01
+    ann = dc.user("ann")
+    channel = dc.dm_channel(ann)
+    await dc.dm(ann, "hello")
+    await dc.wait_for_message(channel, "a short answer")
+    await dc.dm(ann, "talk a lot")
+    await dc.wait_for_message(channel, "word word")
+    forget = await dc.slash(channel, ann, "forget")
+    await forget.wait_done()
+    await dc.wait_for(lambda: "erased our conversation" in forget.text)
+    await asyncio.sleep(0.5)  # a late write would land by now
+    assert scripted.cancelled == 1
+    assert await keys_naming(redis, ann, channel) == []
 
 
 async def test_hostile_output_pings_nobody(dc: FakeDiscord, bot: DiscordBot, scripted: ScriptedGenerator) -> None:

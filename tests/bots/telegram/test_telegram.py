@@ -8,6 +8,7 @@ import logging
 import aiohttp
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from bots.telegram.bot import TelegramBot
 from engine.engine import Engine
@@ -16,7 +17,7 @@ from engine.http import HttpServer, NotReady
 from engine.keys import ConversationKey
 from engine.quota import Limits
 from engine.settings import Settings
-from tests.bots.conftest import captured_logs
+from tests.bots.conftest import captured_logs, keys_naming, long_second_answer
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token
 
@@ -133,6 +134,24 @@ async def test_stop_cancels_a_long_answer(tg: FakeTelegram, bot: TelegramBot, sc
     reply = await tg.wait_for_message(chat, "(stopped)")
     assert reply.text.count("word") < 2000
     assert scripted.cancelled == 1
+
+
+async def test_forget_mid_answer_leaves_nothing_behind(
+    tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator, redis: Redis
+) -> None:
+    scripted.script, scripted.delay = long_second_answer, 0.01
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "hello")
+    await tg.wait_for_message(chat, "a short answer")
+    tg.user_says(chat, ann, "talk a lot")
+    await tg.wait_for(lambda: any("word word" in d.text for d in tg.drafts))
+    tg.user_says(chat, ann, "/forget")
+    await tg.wait_for_message(chat, "erased our conversation")
+    await tg.wait_for_idle()
+    await asyncio.sleep(0.3)  # a late write would land by now
+    assert scripted.cancelled == 1
+    assert await keys_naming(redis, ann["id"], chat["id"]) == []
 
 
 async def test_group_persona_is_admin_only(tg: FakeTelegram, bot: TelegramBot) -> None:

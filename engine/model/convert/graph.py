@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-LOGIT_POSITIONS = "logit_positions"
+from engine.model.registry import LOGIT_POSITIONS
 
 
 def add_logit_positions(onnx_path: Path) -> bool:

