@@ -32,13 +32,14 @@ from redis.asyncio import Redis
 
 from bots.discord.bot import DiscordBot
 from bots.telegram.bot import TelegramBot
-from engine.engine import Engine
-from engine.keys import ConversationKey
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store, Turn
 from engine.model.catalog import resolve_model
 from engine.model.registry import LoadedModel, load_model
-from engine.redis_server import EmbeddedRedis
-from engine.settings import Settings, load_settings
-from engine.store import Store, Turn, connect
+from engine.runtime.redis import connect
+from engine.runtime.redis_server import EmbeddedRedis
+from engine.runtime.settings import Settings, load_settings
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from engine.contract import Delta, Finished, SamplingParams
 from engine.model.catalog import BUILTIN_NAME, resolve_model
-from engine.model.generator import Delta, Finished, Generator
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import SamplingParams
-from engine.settings import load_settings
+from engine.runtime.settings import load_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 SHORT = [

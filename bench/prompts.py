@@ -6,7 +6,7 @@ engine really feeds the model. Replies are asked to be long, so that greedy deco
 
 from __future__ import annotations
 
-from engine.settings import DEFAULT_SYSTEM_PROMPT
+from engine.runtime.settings import DEFAULT_SYSTEM_PROMPT
 
 Messages = list[dict[str, str]]
 

@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from engine.model.catalog import DEFAULT_PRECISION, builtin_gguf
-    from engine.settings import load_settings
+    from engine.runtime.settings import load_settings
 
     started = time.monotonic()
     # Other work on a 2-core machine skews every number: record the load around the run to judge that.

@@ -32,7 +32,7 @@ from onnx.external_data_helper import load_external_data_for_tensor
 from engine.model.catalog import BUILTIN_NAME, resolve_model
 from engine.model.convert.quantize import PRECISION
 from engine.model.registry import MANIFEST, write_manifest
-from engine.settings import load_settings
+from engine.runtime.settings import load_settings
 
 Edit = Callable[[onnx.ModelProto, Path], None]
 

@@ -14,18 +14,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from engine.engine import Engine
-from engine.errors import ContextTooLong, InputRejected, ParleyError, QuotaExceeded, StoreUnavailable
-from engine.http import HttpServer
-from engine.model.generator import Delta, Finished, GeneratorBusy
-from engine.model.sampling import SamplingParams
-from engine.moderation import Refused
-from engine.quota import RateLimit
-from engine.settings import Settings
+from engine.contract import Delta, Finished, SamplingParams
+from engine.conversation.engine import Engine
+from engine.errors import (
+    ContextTooLong,
+    GeneratorBusy,
+    InputRejected,
+    ParleyError,
+    QuotaExceeded,
+    Refused,
+    StoreUnavailable,
+)
+from engine.runtime.http import HttpServer
+from engine.runtime.settings import Settings
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # Fields OpenAI defines that we accept; those with a value we cannot honour are refused below.
@@ -120,14 +126,14 @@ def parse_request(body: Any, engine: Engine) -> tuple[list[dict[str, str]], Samp
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise _bad("only response_format {'type': 'text'} is supported", "response_format")
 
-    settings = engine.settings
+    defaults = engine.default_params()
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is None:
-        max_tokens = settings.max_reply_tokens
+        max_tokens = defaults.max_tokens
     elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise _bad("'max_tokens' must be a positive integer", "max_tokens")
     else:
-        max_tokens = min(limit, engine.generator.context_tokens)
+        max_tokens = min(limit, engine.context_tokens)
     stop = body.get("stop")
     if isinstance(stop, str):
         stops: tuple[str, ...] = (stop,)
@@ -146,14 +152,13 @@ def parse_request(body: Any, engine: Engine) -> tuple[list[dict[str, str]], Samp
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _bad("'stream_options' must be an object", "stream_options")
-    params = SamplingParams(
+    params = replace(
+        defaults,
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", settings.temperature, 0.0, 2.0),
-        top_p=_number(body, "top_p", settings.top_p, 1e-9, 1.0),
-        top_k=settings.top_k,
-        repetition_penalty=settings.repetition_penalty,
+        temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", defaults.top_p, 1e-9, 1.0),
         stop=stops,
-        seed=seed if seed is not None else settings.seed,
+        seed=seed if seed is not None else defaults.seed,
     )
     return messages, params, stream, bool(options.get("include_usage"))
 
@@ -182,9 +187,7 @@ class ApiServer:
         self.engine = engine
         self.keys = [k.encode() for k in settings.api_key_list]
         self.max_body = settings.api_max_body_bytes
-        self.limit = RateLimit(
-            engine.store.redis, name="api", limit=settings.api_requests_per_minute, window_seconds=60
-        )
+        self.limit = engine.rate_limit("api", limit=settings.api_requests_per_minute, window_seconds=60)
         # A sub-application: its middleware (keys, OpenAI-shaped errors) covers /v1 only, not the health
         # endpoints or Telegram's webhook on the same server.
         self.app = web.Application(middlewares=[self._errors])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from engine.conversation.quota import KEEP
 from engine.errors import InputRejected, ParleyError, StoreUnavailable
-from engine.quota import KEEP
 
 UNAVAILABLE = "My memory is temporarily unavailable; please try again in a moment."
 

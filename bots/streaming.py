@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.engine import ChatEvent, Notice, Reply
-from engine.model.generator import Delta
+from engine.contract import ChatEvent, Delta, Notice, Reply
 
 STOPPED_MARK = "\n\n*(stopped)*"
 EMPTY_REPLY = "*(no answer)*"

@@ -10,10 +10,10 @@ import threading
 import uuid
 from typing import TextIO
 
-from engine.engine import ChatRequest, Engine, Notice, Reply
+from engine.contract import ChatRequest, Delta, Notice, Reply
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
 from engine.errors import ParleyError
-from engine.keys import ConversationKey
-from engine.model.generator import Delta
 
 HELP = """Commands:
   /reset          start the conversation over (the persona stays)

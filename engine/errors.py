@@ -33,5 +33,25 @@ class StoreUnavailable(ParleyError):
     """Redis cannot be reached."""
 
 
-class GenerationCancelled(ParleyError):
-    """The answer was stopped before it finished."""
+class ConversationBusy(InputRejected):
+    """An answer is being written in this conversation and enough messages already wait their turn."""
+
+
+class Refused(InputRejected):
+    """Moderation refused the request; the message is neutral on purpose."""
+
+
+class GeneratorBusy(ParleyError):
+    """The model has as many requests waiting as it accepts."""
+
+
+class WorkerUnavailable(GeneratorBusy):
+    """No `parley worker` is running to take (or take over) the job."""
+
+
+class JobFailed(ParleyError):
+    """The job was set aside after it had stopped the workers that took it too many times."""
+
+
+class NotReady(Exception):
+    """A readiness check's answer: ``str(exc)`` says what is missing (not a person's error)."""

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine.engine import Engine
-from engine.keys import ConversationKey
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
 from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, resolve_model
 from engine.model.convert.importer import import_model
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
-from engine.settings import Settings, load_settings
-from engine.store import Store, connect
+from engine.runtime.redis import connect
+from engine.runtime.settings import Settings, load_settings
 from tests.redis_process import RedisProcess
 
 CONTEXT_TOKENS = 2048

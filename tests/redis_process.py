@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from engine.redis_server import find_redis_server
+from engine.runtime.redis_server import find_redis_server
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from engine.model.registry import LoadedModel
 
 def _parley(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "bots.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -103,7 +103,7 @@ def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
 def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
     script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/quit\n"
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "chat", "-c", "t"],
+        [sys.executable, "-m", "bots.cli", "chat", "-c", "t"],
         input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -126,7 +126,7 @@ def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str]
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve"],
+        [sys.executable, "-m", "bots.cli", "serve"],
         env={**env, "PARLEY_API_PORT": str(port), "PARLEY_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from engine.cli import _parser
-from engine.settings import Settings
+from bots.cli import _parser
+from engine.runtime.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

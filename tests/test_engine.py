@@ -7,15 +7,15 @@ import threading
 import pytest
 from redis.asyncio import Redis
 
-from engine.engine import ChatRequest, Engine, Notice, Reply
+from engine.contract import ChatRequest, Delta, Notice, Reply, SamplingParams
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
 from engine.errors import InputRejected
-from engine.keys import ConversationKey
-from engine.model.generator import Delta, Generator
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import SamplingParams
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.model.test_scheduler import _until_busy
 
 
@@ -95,7 +95,7 @@ async def test_shared_conversation_records_speakers(engine: Engine, shared_key: 
 
 
 async def test_old_turns_left_out_are_announced(engine: Engine, key: ConversationKey) -> None:
-    from engine.store import Turn
+    from engine.conversation.store import Turn
 
     filler = [Turn("user" if i % 2 == 0 else "assistant", "lorem ipsum dolor " * 60) for i in range(40)]
     await engine.store.append(key, filler)
@@ -154,7 +154,7 @@ async def test_one_answer_at_a_time_per_conversation(engine: Engine, key: Conver
     await asyncio.sleep(0)
     waiting = [asyncio.create_task(ask(t)) for t in ("two", "three")]
     await asyncio.sleep(0)
-    from engine.engine import ConversationBusy
+    from engine.errors import ConversationBusy
 
     with pytest.raises(ConversationBusy, match="still answering"):
         await ask("four")

@@ -12,11 +12,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bots.api import run_api
-from engine.engine import Engine
-from engine.http import HttpServer, NotReady
-from engine.metrics import Metrics
-from engine.settings import Settings
-from engine.store import Store, connect
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
+from engine.errors import NotReady
+from engine.runtime.http import HttpServer
+from engine.runtime.metrics import Metrics
+from engine.runtime.redis import connect
+from engine.runtime.settings import Settings
 
 
 def _closed_port() -> int:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.keys import ConversationKey
+from engine.conversation.keys import ConversationKey
 
 
 def test_scopes_are_distinct() -> None:

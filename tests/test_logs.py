@@ -11,14 +11,14 @@ from typing import Literal
 
 import pytest
 
-from engine.engine import ChatRequest, Engine
-from engine.errors import ConfigError
-from engine.keys import ConversationKey
-from engine.logs import log_handler, request_context
+from engine.contract import ChatRequest
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
+from engine.errors import ConfigError, Refused
 from engine.model.registry import LoadedModel
-from engine.moderation import Refused
-from engine.settings import Settings, load_settings
-from engine.store import Store
+from engine.runtime.logs import log_handler, request_context
+from engine.runtime.settings import Settings, load_settings
 from tests.fakes.generator import ScriptedGenerator
 from tests.logcapture import on_root_logger
 

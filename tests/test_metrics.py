@@ -7,15 +7,15 @@ import uuid
 
 import pytest
 
-from engine.engine import ChatRequest, Engine, Reply
+from engine.contract import ChatRequest, Delta, Reply
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
 from engine.errors import InputRejected
-from engine.keys import ConversationKey
-from engine.logs import request_id
-from engine.metrics import Metrics
-from engine.model.generator import Delta
 from engine.model.registry import LoadedModel
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.logs import request_id
+from engine.runtime.metrics import Metrics
+from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 
 

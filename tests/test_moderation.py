@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.engine import ChatRequest, Engine, Reply
-from engine.errors import ConfigError
-from engine.keys import ConversationKey
-from engine.model.generator import Delta
+from engine.contract import ChatRequest, Delta, Reply, SamplingParams
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.moderation import REFUSAL, WITHDRAWN, load_moderator, rules
+from engine.conversation.store import Store
+from engine.errors import ConfigError, Refused
 from engine.model.registry import LoadedModel
-from engine.model.sampling import SamplingParams
-from engine.moderation import REFUSAL, WITHDRAWN, Refused, load_moderator, rules
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 
 
@@ -71,7 +70,8 @@ async def test_plugged_classifier_sees_input(settings: Settings, store: Store, m
 
 
 @pytest.mark.parametrize(
-    "setting", ["nope", "engine.moderation:missing", "no.such.module:f", "engine.moderation:REFUSAL"]
+    "setting",
+    ["nope", "engine.conversation.moderation:missing", "no.such.module:f", "engine.conversation.moderation:REFUSAL"],
 )
 def test_bad_moderation_setting_fails_at_start(setting: str) -> None:
     with pytest.raises(ConfigError, match="PARLEY_MODERATION"):

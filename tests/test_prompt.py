@@ -1,9 +1,9 @@
 import pytest
 
+from engine.conversation.prompt import build_prompt
+from engine.conversation.store import Turn
 from engine.errors import InputRejected
 from engine.model.registry import LoadedModel
-from engine.prompt import build_prompt
-from engine.store import Turn
 
 
 def _history(n: int, size: int = 20) -> list[Turn]:

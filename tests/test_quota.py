@@ -7,13 +7,14 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from engine.engine import ChatRequest, Engine, Reply
+from engine.contract import ChatRequest, Reply
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.quota import KEEP
+from engine.conversation.store import Store
 from engine.errors import QuotaExceeded
-from engine.keys import ConversationKey
 from engine.model.registry import LoadedModel
-from engine.quota import KEEP
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 
 

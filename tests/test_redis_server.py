@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine.redis_server import PORT_FILE, EmbeddedRedis
+from engine.runtime.redis_server import PORT_FILE, EmbeddedRedis
 
 
 async def test_embedded_redis_persists_across_restart_and_stops(tmp_path: Path) -> None:

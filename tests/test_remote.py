@@ -20,17 +20,19 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from engine.app import open_engine
-from engine.engine import ChatRequest, Engine, Reply
-from engine.errors import StoreUnavailable
-from engine.keys import DEAD_JOBS, JOBS, WORKERS, ConversationKey, job_key
-from engine.model.generator import Delta, Event, Finished, Generator, GeneratorBusy, TextGenerator
+from engine.contract import ChatRequest, Delta, Event, Finished, Reply, SamplingParams, TextGenerator
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
+from engine.errors import GeneratorBusy, JobFailed, StoreUnavailable, WorkerUnavailable
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
-from engine.model.sampling import SamplingParams
-from engine.remote import GROUP, REPLY_TTL, JobFailed, RemoteGenerator, WorkerUnavailable
-from engine.settings import Settings
-from engine.store import Store, connect
-from engine.worker import Worker
+from engine.runtime.app import open_engine
+from engine.runtime.redis import connect
+from engine.runtime.settings import Settings
+from engine.scaleout.jobs import DEAD_JOBS, GROUP, JOBS, REPLY_TTL, WORKERS, job_key
+from engine.scaleout.remote import RemoteGenerator
+from engine.scaleout.worker import Worker
 from tests.fakes.generator import ScriptedGenerator
 from tests.redis_process import RedisProcess, free_port
 
@@ -97,7 +99,7 @@ async def test_remote_answer_is_the_local_answer(
 ) -> None:
     ids, params = prompt_ids(model, "What is the capital of France? Answer in one sentence."), SamplingParams(48)
     local_text, local = await collect(generator.stream(ids, params))
-    async with worker_in_process(redis, generator), RemoteGenerator(store, context_tokens=2048, job_timeout=5) as gen:
+    async with worker_in_process(redis, generator), RemoteGenerator(redis, context_tokens=2048, job_timeout=5) as gen:
         shown, finished = await collect(gen.stream(ids, params, cache_key="test:paris"))
     assert "Paris" in shown
     assert shown == finished.text == local_text
@@ -114,7 +116,7 @@ async def test_a_remote_front_end_loads_no_onnx_session(
     def no_session(*args: object, **kwargs: object) -> None:
         raise AssertionError("a remote front end must not load the model's ONNX session")
 
-    monkeypatch.setattr("engine.app.OnnxRunner", no_session)
+    monkeypatch.setattr("engine.runtime.app.OnnxRunner", no_session)
     remote = settings.model_copy(update={"engine": "remote", "redis_url": jobs_redis.url})
     async with open_engine(remote) as engine:
         assert isinstance(engine.generator, RemoteGenerator)
@@ -124,7 +126,7 @@ async def test_a_remote_front_end_loads_no_onnx_session(
 async def test_stopping_a_request_stops_its_job(redis: Redis, store: Store, model: LoadedModel) -> None:
     slow = ScriptedGenerator(model, piece=1, delay=0.01, script=lambda _: "x" * 2000)
     ids = prompt_ids(model, "hello")
-    async with worker_in_process(redis, slow), RemoteGenerator(store, context_tokens=2048, job_timeout=5) as gen:
+    async with worker_in_process(redis, slow), RemoteGenerator(redis, context_tokens=2048, job_timeout=5) as gen:
         cancel, events = threading.Event(), []
         async for event in gen.stream(ids, SamplingParams(), cancel=cancel):
             events.append(event)
@@ -145,7 +147,7 @@ async def test_stopping_a_request_stops_its_job(redis: Redis, store: Store, mode
 
 
 async def test_too_many_waiting_jobs_is_busy(redis: Redis, store: Store) -> None:
-    gen = RemoteGenerator(store, context_tokens=2048, job_timeout=5, max_waiting=2, worker_wait=60)
+    gen = RemoteGenerator(redis, context_tokens=2048, job_timeout=5, max_waiting=2, worker_wait=60)
     async with gen:
         waiting = [gen.stream([1, 2, 3], SamplingParams()) for _ in range(2)]
         tasks: list[asyncio.Future[Event]] = [asyncio.ensure_future(anext(s)) for s in waiting]
@@ -167,7 +169,7 @@ async def test_no_worker_is_a_clear_error_and_the_job_is_dropped(
     redis: Redis, store: Store, model: LoadedModel
 ) -> None:
     started = time.monotonic()
-    async with RemoteGenerator(store, context_tokens=2048, job_timeout=5, worker_wait=1.0) as gen:
+    async with RemoteGenerator(redis, context_tokens=2048, job_timeout=5, worker_wait=1.0) as gen:
         with pytest.raises(WorkerUnavailable, match="no model worker is running"):
             await collect(gen.stream([1, 2, 3], SamplingParams()))
     assert time.monotonic() - started < 5
@@ -191,7 +193,7 @@ async def test_forget_mid_answer_in_remote_mode_leaves_nothing_behind(
     worker_model = ScriptedGenerator(model, piece=1, delay=0.01, script=lambda _: "word " * 2000)
     async with (
         worker_in_process(redis, worker_model),
-        RemoteGenerator(store, context_tokens=2048, job_timeout=5) as gen,
+        RemoteGenerator(redis, context_tokens=2048, job_timeout=5) as gen,
     ):
         engine = Engine(settings, store, gen, model)
         key = ConversationKey("test", "dm-4242", user="4242")
@@ -219,7 +221,7 @@ async def test_after_a_redis_outage_no_abandoned_job_is_generated_again(tmp_path
     slow = ScriptedGenerator(model, piece=1, delay=0.02, script=lambda _: "word " * 500)
     try:
         async with connect(server.url, max_connections=64) as front, connect(server.url, max_connections=64) as back:
-            remote = RemoteGenerator(Store(front, ttl=3600, window=200), context_tokens=2048, job_timeout=2,
+            remote = RemoteGenerator(front, context_tokens=2048, job_timeout=2,
                                      worker_wait=60)  # fmt: skip
             async with worker_in_process(back, slow, concurrency=2, job_timeout=2.0), remote:
                 asked = [asyncio.ensure_future(collect(remote.stream(prompt_ids(model, f"question {i}"),
@@ -271,7 +273,7 @@ def start_workers(n: int, env: dict[str, str], logs: Path) -> list[subprocess.Po
     procs = []
     for i in range(n):
         with (logs / f"worker-{i}.log").open("wb") as log:
-            cmd = [sys.executable, "-m", "engine.cli", "worker"]
+            cmd = [sys.executable, "-m", "bots.cli", "worker"]
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log))
     return procs
 
@@ -332,7 +334,7 @@ async def test_worker_killed_mid_answer_is_answered_once_by_the_other(
     env = worker_env(tmp_path, jobs_redis.url, model, job_timeout="3")
     async with (
         worker_processes(2, redis, env, tmp_path / "logs") as procs,
-        RemoteGenerator(store, context_tokens=2048, job_timeout=3) as remote,
+        RemoteGenerator(redis, context_tokens=2048, job_timeout=3) as remote,
     ):
         engine = Engine(settings, store, remote, model)
         key = ConversationKey("test", "remote", user="ann")
@@ -381,7 +383,7 @@ async def test_a_job_that_keeps_killing_workers_goes_to_the_dead_letters(
     env = worker_env(tmp_path, jobs_redis.url, model, job_timeout="2", max_deliveries="2")
     async with (
         worker_processes(3, redis, env, tmp_path / "logs"),
-        RemoteGenerator(store, context_tokens=2048, job_timeout=2) as remote,
+        RemoteGenerator(redis, context_tokens=2048, job_timeout=2) as remote,
     ):
         answer = asyncio.create_task(collect(remote.stream(prompt_ids(model, LONG_QUESTION), SamplingParams(400))))
         killed: list[int] = []
@@ -406,7 +408,7 @@ async def test_a_job_that_keeps_killing_workers_goes_to_the_dead_letters(
 
 def parley(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "bots.cli", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -15,8 +15,8 @@ from engine.model.registry import LoadedModel
 
 CONVERT_ONLY = ("torch", "onnx", "onnx_ir", "transformers", "gguf", "onnxruntime_genai", "huggingface_hub")
 SERVING_MODULES = (
-    "engine.engine", "engine.app", "engine.cli", "engine.model.generator", "engine.model.runner",
-    "engine.model.catalog", "engine.remote", "engine.worker", "bots.api", "bots.terminal",
+    "engine.conversation.engine", "engine.runtime.app", "bots.cli", "engine.model.generator", "engine.model.runner",
+    "engine.model.catalog", "engine.scaleout.remote", "engine.scaleout.worker", "bots.api", "bots.terminal",
     "bots.telegram.bot", "bots.discord.bot",
 )  # fmt: skip
 
@@ -62,7 +62,7 @@ def test_every_serving_module_imports_and_answers_without_the_convert_extra(env:
 import importlib, json, sys
 for name in {SERVING_MODULES!r}:
     importlib.import_module(name)
-from engine.cli import main
+from bots.cli import main
 status = main(["ask", "What is the capital of France?", "--json"])
 leaked = sorted(m for m, mod in sys.modules.items() if m.split(".")[0] in BLOCKED and mod is not None)
 print(json.dumps({{"status": status, "leaked": leaked}}))
@@ -78,7 +78,7 @@ print(json.dumps({{"status": status, "leaked": leaked}}))
 
 def test_import_without_the_convert_extra_says_how_to_install_it(env: dict[str, str], tmp_path: Path) -> None:
     code = """
-from engine.cli import main
+from bots.cli import main
 sys.exit(main(["model", "import", "builtin:smollm2", "--name", "fresh"]))
 """
     result = _child(code, {**env, "PARLEY_MODEL_DIR": str(tmp_path / "empty-models")})
@@ -93,7 +93,7 @@ sys.exit(main(["model", "import", "builtin:smollm2", "--name", "fresh"]))
 def test_first_use_import_without_the_convert_extra_is_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
     # A serving install whose built-in model was never imported: `parley ask` says what to install.
     code = """
-from engine.cli import main
+from bots.cli import main
 sys.exit(main(["ask", "hi"]))
 """
     result = _child(code, {**env, "PARLEY_MODEL": "smollm2-135m", "PARLEY_MODEL_DIR": str(tmp_path / "none")})

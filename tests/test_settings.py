@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.settings import load_settings
+from engine.runtime.settings import load_settings
 
 
 def test_defaults_are_valid() -> None:
@@ -47,7 +47,7 @@ def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_env_example_documents_every_setting() -> None:
-    from engine.settings import Settings
+    from engine.runtime.settings import Settings
 
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     for name, field in Settings.model_fields.items():

@@ -4,9 +4,10 @@ import json
 import pytest
 from redis.asyncio import Redis
 
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import KINDS, Store, Turn
 from engine.errors import StoreUnavailable
-from engine.keys import ConversationKey
-from engine.store import KINDS, Store, Turn, connect
+from engine.runtime.redis import connect
 
 
 async def _assert_all_keys_expire(redis: Redis, key: ConversationKey) -> None:

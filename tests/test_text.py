@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.conversation.text import check_input, clean_text
 from engine.errors import InputRejected
-from engine.text import check_input, clean_text
 
 
 @pytest.mark.parametrize(

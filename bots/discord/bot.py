@@ -18,12 +18,12 @@ from discord.http import Route
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
 from bots.replies import explain, limits_text, parse_limit, usage_text
 from bots.streaming import Surface, stream_reply
-from engine.engine import ChatEvent, ChatRequest, Engine
-from engine.errors import ConfigError, InputRejected, ParleyError, StoreUnavailable
-from engine.http import NotReady
-from engine.keys import ConversationKey
-from engine.settings import Settings
-from engine.text import check_input
+from engine.contract import ChatEvent, ChatRequest
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.text import check_input
+from engine.errors import ConfigError, InputRejected, NotReady, ParleyError, StoreUnavailable
+from engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class DiscordBot:
         assert me is not None
         try:
             # A resumed gateway session can deliver a message again: answer it once.
-            if not await self.engine.store.claim(f"dc:{me.id}:message:{message.id}", MESSAGE_CLAIM_TTL):
+            if not await self.engine.claim(f"dc:{me.id}:message:{message.id}", MESSAGE_CLAIM_TTL):
                 return
         except StoreUnavailable as exc:
             await self._say(message, explain(exc))

@@ -32,11 +32,12 @@ from bots.streaming import stream_reply
 from bots.telegram.ratelimit import CountingRateLimiter
 from bots.telegram.surface import TelegramSurface
 from bots.text.split import split_message, utf16_len
-from engine.engine import ChatEvent, ChatRequest, Engine
-from engine.errors import ConfigError, ParleyError, StoreUnavailable
-from engine.http import HttpServer, NotReady
-from engine.keys import ConversationKey
-from engine.settings import Settings
+from engine.contract import ChatEvent, ChatRequest
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.errors import ConfigError, NotReady, ParleyError, StoreUnavailable
+from engine.runtime.http import HttpServer
+from engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class TelegramBot:
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Runs before every handler: drops a redelivered update and people outside the access lists."""
         try:
-            first = await self.engine.store.claim(f"tg:{self.app.bot.id}:update:{update.update_id}", UPDATE_CLAIM_TTL)
+            first = await self.engine.claim(f"tg:{self.app.bot.id}:update:{update.update_id}", UPDATE_CLAIM_TTL)
         except StoreUnavailable as exc:
             # Nothing can be answered without Redis; tell whoever was talking to us rather than stay silent.
             message = update.effective_message

@@ -9,7 +9,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import AIORateLimiter
 
-from engine.metrics import Metrics
+from engine.runtime.metrics import Metrics
 
 PLATFORM = "telegram"
 # A call the limiter lets through is not suspended at all (microseconds); one it holds back waits at

@@ -27,75 +27,17 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import ModelError, ParleyError
+from engine.contract import Delta, Event, Finished, ModelTime, SamplingParams
+from engine.errors import GeneratorBusy, ModelError
 from engine.model.detok import IncrementalDetokenizer, StopMatcher
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import Sampler, SamplingParams
+from engine.model.sampling import Sampler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    text: str
-    finish_reason: str  # "stop" (EOS or stop string), "length" or "cancelled"
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token: float  # seconds from start of work to first token chosen
-    decode_seconds: float  # from first token to last
-
-    @property
-    def tokens_per_second(self) -> float:
-        return (self.completion_tokens - 1) / self.decode_seconds if self.decode_seconds > 0 else 0.0
-
-
-Event = Delta | Finished
-
-
-class GeneratorBusy(ParleyError):
-    pass
-
-
-class TextGenerator(Protocol):
-    """The seam the engine talks to: the in-process generator, a remote worker pool, or a test double."""
-
-    @property
-    def context_tokens(self) -> int: ...
-
-    @property
-    def device(self) -> str: ...
-
-    def stream(
-        self,
-        prompt: list[int],
-        params: SamplingParams,
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: str | None = None,
-    ) -> AsyncIterator[Event]:
-        """Deltas, then one Finished. ``cache_key`` names the conversation, so a generator that keeps
-        conversations' caches can reuse the one it holds for it."""
-        ...
-
-    async def forget(self, scope: str) -> None:
-        """Drop what is kept in memory for a conversation (``scope`` = its id), a whole chat (the id's
-        start, ``chat_scope``) or, with '', every conversation: resident caches, after /forget or /reset."""
-        ...
-
-    def stats(self) -> dict[str, int]:
-        """Gauges: requests ``running`` and ``waiting`` (always), and ``free`` rows where the generator
-        has a fixed number (a request now would wait when there are none)."""
-        ...
 
 
 @dataclass(eq=False)
@@ -127,18 +69,6 @@ class _Sequence:
     produced: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
-
-
-@dataclass(slots=True)
-class ModelTime:
-    """Where the worker's model time went: decode steps (one token for every row that is answering)
-    and prompt chunks. Benchmarks read it to tell batching's gain on decoding from prompt reading."""
-
-    decode_steps: int = 0
-    decode_tokens: int = 0  # tokens chosen by decode steps (rows still reading their prompt excluded)
-    decode_seconds: float = 0.0
-    prefill_tokens: int = 0
-    prefill_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +192,12 @@ class Generator:
         # An answer still being written puts its cache back when done: /forget stops it first (a
         # stopped answer keeps no cache); after /reset the next prompt shares only the system prompt.
         self.resident.drop(scope)
+
+    def model_time(self) -> ModelTime:
+        return self.time
+
+    async def ready(self) -> None:
+        return None  # loaded before anything is served
 
     def stats(self) -> dict[str, int]:
         return {

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import pytest
 from redis.asyncio import Redis
 
-from engine.logs import RedactSecrets
 from engine.model.registry import LoadedModel
+from engine.runtime.logs import RedactSecrets
 from tests.fakes.generator import ScriptedGenerator
 from tests.logcapture import on_root_logger
 

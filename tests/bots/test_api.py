@@ -12,13 +12,14 @@ import pytest
 from openai import AsyncOpenAI
 
 from bots.api import run_api
-from engine.engine import Engine
+from engine.contract import Delta, Finished
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
 from engine.errors import ConfigError, ParleyError, StoreUnavailable
-from engine.model.generator import Delta, Finished, Generator
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
-from engine.settings import Settings, load_settings
-from engine.store import Store
+from engine.runtime.settings import Settings, load_settings
 from tests.fakes.generator import ScriptedGenerator
 
 KEY = "sk-test-0123456789abcdef"

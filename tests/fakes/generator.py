@@ -11,9 +11,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from engine.model.generator import Delta, Finished
+from engine.contract import Delta, Finished, SamplingParams
 from engine.model.registry import LoadedModel
-from engine.model.sampling import SamplingParams
 
 
 @dataclass
@@ -34,6 +33,12 @@ class ScriptedGenerator:
 
     async def forget(self, scope: str) -> None:
         self.forgotten.append(scope)
+
+    def model_time(self) -> None:
+        return None
+
+    async def ready(self) -> None:
+        return None
 
     def stats(self) -> dict[str, int]:
         return {"running": int(self.active), "waiting": 0}

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine.contract import Delta, Finished, SamplingParams
 from engine.errors import ModelError
 from engine.model.catalog import builtin_gguf
-from engine.model.generator import Delta, Finished, Generator
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import SamplingParams
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",

@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
+from engine.contract import SamplingParams
 from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE
 from engine.model.convert.importer import import_model
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import SamplingParams
 from tests.model.test_generator import _collect, _ids
 from tests.model.test_scheduler import QUESTIONS
 

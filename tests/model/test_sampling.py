@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from engine.model.sampling import Sampler, SamplingParams
+from engine.contract import SamplingParams
+from engine.model.sampling import Sampler
 
 
 def _logits(seed: int = 0, n: int = 1000) -> np.ndarray:

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from engine.model.generator import Delta, Finished, Generator, GeneratorBusy, ResidentCaches
+from engine.contract import Delta, Finished, SamplingParams
+from engine.errors import GeneratorBusy
+from engine.model.generator import Generator, ResidentCaches
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import SamplingParams
 from tests.model.test_generator import _collect, _ids
 
 QUESTIONS = [

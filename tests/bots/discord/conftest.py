@@ -8,10 +8,10 @@ import pytest
 from pydantic import SecretStr
 
 from bots.discord.bot import DiscordBot
-from engine.engine import Engine
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
 from engine.model.registry import LoadedModel
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.generator import ScriptedGenerator
 

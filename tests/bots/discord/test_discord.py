@@ -10,12 +10,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bots.discord.bot import DiscordBot
-from engine.engine import Engine
-from engine.errors import ConfigError
-from engine.http import NotReady
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
+from engine.errors import ConfigError, NotReady
 from engine.model.generator import Generator
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.bots.conftest import captured_logs, keys_naming, long_second_answer
 from tests.fakes.discord import FakeDiscord, GuildRef
 from tests.fakes.generator import ScriptedGenerator

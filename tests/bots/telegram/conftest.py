@@ -8,11 +8,11 @@ import pytest
 from pydantic import SecretStr
 
 from bots.telegram.bot import TelegramBot
-from engine.engine import Engine
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
-from engine.settings import Settings
-from engine.store import Store
+from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token
 

@@ -7,7 +7,7 @@ from typing import Any
 from telegram.error import RetryAfter
 
 from bots.telegram.ratelimit import CountingRateLimiter
-from engine.metrics import Metrics
+from engine.runtime.metrics import Metrics
 
 
 def waits(metrics: Metrics, cause: str) -> float:

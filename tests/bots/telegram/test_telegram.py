@@ -11,12 +11,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bots.telegram.bot import TelegramBot
-from engine.engine import Engine
-from engine.errors import ConfigError
-from engine.http import HttpServer, NotReady
-from engine.keys import ConversationKey
-from engine.quota import Limits
-from engine.settings import Settings
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.quota import Limits
+from engine.errors import ConfigError, NotReady
+from engine.runtime.http import HttpServer
+from engine.runtime.settings import Settings
 from tests.bots.conftest import captured_logs, keys_naming, long_second_answer
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram, random_token

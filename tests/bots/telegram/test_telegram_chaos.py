@@ -13,11 +13,12 @@ import pytest
 from bench.adapter import measure_load, unlimited
 from bots.replies import UNAVAILABLE
 from bots.telegram.bot import TelegramBot
-from engine.engine import Engine
-from engine.keys import ConversationKey
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.store import Store
 from engine.model.registry import LoadedModel
-from engine.settings import Settings
-from engine.store import Store, connect
+from engine.runtime.redis import connect
+from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import FakeTelegram
 from tests.redis_process import RedisProcess

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     person_tokens_per_day: int = Field(default=100_000, ge=0)
     chat_tokens_per_day: int = Field(default=1_000_000, ge=0)
     max_input_chars: int = Field(default=4000, ge=1, le=1_000_000)
-    # off, rules (built-in list), or package.module:function (your own classifier); see engine/moderation.py
+    # off, rules (built-in list), or package.module:function (your own classifier): engine/conversation/moderation.py
     moderation: str = "off"
 
     # Unset: INFO for `parley serve`, WARNING for the terminal commands (their output is the answer).

@@ -87,16 +87,3 @@ class Lease:
     @property
     def keys(self) -> list[str]:
         return [self.conversation, self.chat] + ([self.person] if self.person else [])
-
-
-# Generation jobs for `parley worker` (PARLEY_ENGINE=remote). The queue and its dead letters share a hash tag
-# (one cluster slot); each request's reply stream and cancel flag share the request's own.
-JOBS = f"{PREFIX}:{{jobs}}:queue"
-DEAD_JOBS = f"{PREFIX}:{{jobs}}:dead"
-WORKERS = f"{PREFIX}:{{jobs}}:workers"  # sorted set: worker name -> when its heartbeat expires
-FORGET_CHANNEL = f"{PREFIX}:forget"  # pub/sub: conversation scopes whose resident caches workers must drop
-
-
-def job_key(request_id: str, kind: str) -> str:
-    """``reply`` (stream of the answer's events) or ``cancel`` (set when the requester stops)."""
-    return f"{PREFIX}:job:{{{quote_part(request_id)}}}:{kind}"

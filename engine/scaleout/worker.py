@@ -4,7 +4,7 @@ Jobs are read through the consumer group, so each goes to one worker, and are ac
 their answer is complete. While a job runs its worker refreshes its claim every quarter of
 PARLEY_JOB_TIMEOUT, so a slow but alive worker keeps it; a job idle longer than that (its worker died) is
 taken over by another worker (XAUTOCLAIM), and one delivered more than PARLEY_MAX_DELIVERIES times goes
-to the dead-letter stream instead, with an error to its requester. See engine/remote.py for the reply
+to the dead-letter stream instead, with an error to its requester. See engine/scaleout/remote.py for the reply
 stream's format.
 """
 
@@ -22,21 +22,31 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.app import load_local_model, local_generator, open_redis
+from engine.contract import Delta, TextGenerator
 from engine.errors import ParleyError
-from engine.http import HttpServer
-from engine.keys import DEAD_JOBS, FORGET_CHANNEL, JOBS, WORKERS, job_key
-from engine.metrics import Metrics
-from engine.model.generator import Delta, TextGenerator
-from engine.remote import ASKER_TTL, GROUP, REPLY_TTL, decode, ensure_group, params_from_json
-from engine.settings import Settings
+from engine.runtime.app import load_local_model, local_generator, open_redis
+from engine.runtime.http import HttpServer
+from engine.runtime.metrics import Metrics
+from engine.runtime.redis import UNREACHABLE
+from engine.runtime.settings import Settings
+from engine.scaleout.jobs import (
+    ASKER_TTL,
+    DEAD_JOBS,
+    FORGET_CHANNEL,
+    GROUP,
+    JOBS,
+    REPLY_TTL,
+    WORKERS,
+    Kind,
+    decode,
+    ensure_group,
+    job_key,
+    params_from_json,
+)
 
 log = logging.getLogger(__name__)
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 HEARTBEAT_SECONDS = 2.0  # a worker counts as alive for three of these after its last heartbeat
 CANCEL_POLL_SECONDS = 0.25
 DEAD_LETTERS_KEPT = 10_000
@@ -221,16 +231,16 @@ class Worker:
             dead: dict[Any, Any] = {**job.fields, "entry": job.entry, "deliveries": job.attempt - 1}
             pipe.xadd(DEAD_JOBS, dead,
                       maxlen=DEAD_LETTERS_KEPT)  # fmt: skip
-            pipe.xadd(reply, {"attempt": job.attempt, "kind": "failed", "message": message})
+            pipe.xadd(reply, {"attempt": job.attempt, "kind": Kind.FAILED.value, "message": message})
             pipe.expire(reply, REPLY_TTL)
             pipe.xack(JOBS, GROUP, job.entry)
             pipe.xdel(JOBS, job.entry)
             await pipe.execute()
 
-    async def _send(self, job: _Job, kind: str, **fields: Any) -> None:
+    async def _send(self, job: _Job, kind: Kind, **fields: Any) -> None:
         reply = job_key(job.request_id, "reply")
         async with self.redis.pipeline(transaction=False) as pipe:
-            entry: dict[Any, Any] = {"attempt": job.attempt, "kind": kind, **fields}
+            entry: dict[Any, Any] = {"attempt": job.attempt, "kind": kind.value, **fields}
             pipe.xadd(reply, entry)
             pipe.expire(reply, REPLY_TTL)  # with every entry: the requester may have deleted the stream
             await pipe.execute()
@@ -246,7 +256,7 @@ class Worker:
                 self.metrics.jobs_dropped.inc()
                 await self._mine(job, "ack")
                 return
-            await self._send(job, "start", worker=self.name)
+            await self._send(job, Kind.START, worker=self.name)
             prompt, params = json.loads(job.fields["prompt"]), params_from_json(job.fields["params"])
             try:
                 events = self.generator.stream(
@@ -256,11 +266,11 @@ class Worker:
                     if job.lost:
                         break
                     if isinstance(event, Delta):
-                        await self._send(job, "delta", text=event.text)
+                        await self._send(job, Kind.DELTA, text=event.text)
                     else:
-                        await self._send(job, "finished", finished=json.dumps(asdict(event)))
+                        await self._send(job, Kind.FINISHED, finished=json.dumps(asdict(event)))
             except ParleyError as exc:  # the job itself is at fault (say, too long): a redo fails alike
-                await self._send(job, "error", message=str(exc))
+                await self._send(job, Kind.ERROR, message=str(exc))
             if job.lost or not await self._mine(job, "ack"):
                 log.warning("job %s was taken over by another worker", job.entry)
         except UNREACHABLE as exc:

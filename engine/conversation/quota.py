@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from engine.conversation.keys import PREFIX, ConversationKey, Lease, chat_key, person_key, quote_part
 from engine.errors import QuotaExceeded
-from engine.keys import PREFIX, ConversationKey, Lease, chat_key, person_key, quote_part
+from engine.runtime.redis import guard
 
 _HIT = """
 local n = redis.call('INCR', KEYS[1])
@@ -29,7 +30,9 @@ class RateLimit:
         """Count one request for ``scope``; QuotaExceeded (with the wait) once over the limit."""
         if self.limit <= 0:
             return
-        count, ttl = await self._hit(keys=[f"{PREFIX}:quota:{self.name}:{quote_part(scope)}"], args=[self.window])
+        count, ttl = await guard(
+            self._hit(keys=[f"{PREFIX}:quota:{self.name}:{quote_part(scope)}"], args=[self.window])
+        )
         if int(count) > self.limit:
             wait = max(int(ttl), 1)
             raise QuotaExceeded(
@@ -128,7 +131,7 @@ class Quotas:
 
     async def admit(self, platform: str, person: str, chat: str) -> None:
         """Count one request, or QuotaExceeded saying which limit and when to try again."""
-        result = await self._admit(keys=self._keys(platform, person, chat), args=self._args())
+        result = await guard(self._admit(keys=self._keys(platform, person, chat), args=self._args()))
         scope = int(result[0])
         if scope:
             wait = int(result[1])
@@ -152,21 +155,23 @@ class Quotas:
         keys = [lease.chat, chat_key(key.platform, key.chat, "quota:tpd")]
         if person and lease.person:
             keys += [lease.person, *(person_key(key.platform, person, k) for k in ("quota:tpd", "usage"))]
-        await self._settle(keys=keys, args=[prompt_tokens, completion_tokens, usage_ttl, DAY])
+        await guard(self._settle(keys=keys, args=[prompt_tokens, completion_tokens, usage_ttl, DAY]))
 
     async def set_chat_limits(self, platform: str, chat: str, *, requests_per_minute: int | None,
                               tokens_per_day: int | None) -> None:  # fmt: skip
         """A chat's own limits (admins); None restores the configured default, KEEP leaves it."""
         key = chat_key(platform, chat, "limits")
-        for field, value in (("requests_per_minute", requests_per_minute), ("tokens_per_day", tokens_per_day)):
-            if value is None:
-                await self.redis.hdel(key, field)
-            elif value != KEEP:
-                await self.redis.hset(key, field, value)
-        await self.redis.expire(key, 365 * DAY)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, value in (("requests_per_minute", requests_per_minute), ("tokens_per_day", tokens_per_day)):
+                if value is None:
+                    pipe.hdel(key, field)
+                elif value != KEEP:
+                    pipe.hset(key, field, value)
+            pipe.expire(key, 365 * DAY)
+            await guard(pipe.execute())
 
     async def chat_limits(self, platform: str, chat: str) -> tuple[int, int]:
-        overrides = await self.redis.hgetall(chat_key(platform, chat, "limits"))
+        overrides = await guard(self.redis.hgetall(chat_key(platform, chat, "limits")))
         rpm = overrides.get(b"requests_per_minute")
         tpd = overrides.get(b"tokens_per_day")
         return (
@@ -177,8 +182,8 @@ class Quotas:
     async def remaining(self, platform: str, person: str, chat: str) -> dict[str, int | None]:
         """What is left now for this person in this chat (None: unlimited)."""
         keys = self._keys(platform, person, chat)
-        raw = await self.redis.mget(keys[:4])
-        overrides = await self.redis.hgetall(keys[4])
+        raw = await guard(self.redis.mget(keys[:4]))
+        overrides = await guard(self.redis.hgetall(keys[4]))
         limits = self._args()
         for i, field in ((1, b"requests_per_minute"), (3, b"tokens_per_day")):
             if field in overrides:

@@ -12,7 +12,7 @@ import importlib
 import re
 from collections.abc import Callable
 
-from engine.errors import ConfigError, InputRejected
+from engine.errors import ConfigError
 
 Moderator = Callable[[str], str | None]
 
@@ -59,7 +59,3 @@ def load_moderator(setting: str) -> Moderator | None:
     if not callable(found):
         raise ConfigError("invalid setting: PARLEY_MODERATION must be off, rules, or package.module:function")
     return found  # type: ignore[no-any-return]
-
-
-class Refused(InputRejected):
-    """Moderation refused the request; the message is neutral on purpose."""

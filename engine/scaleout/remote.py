@@ -1,24 +1,8 @@
-"""Generation by `parley worker` processes, reached through Redis (PARLEY_ENGINE=remote).
-
-A request is one entry in the job stream ``JOBS``, read by the workers' consumer group ``GROUP``. The
-answer comes back on the request's own reply stream (``job_key(id, "reply")``) as entries with fields
-``attempt`` (the job's delivery count) and ``kind``:
-
-  start     a worker took the job (``worker``: its name)
-  delta     text (``text``)
-  finished  the end (``finished``: the Finished event as JSON)
-  error     the model refused or failed on this job (``message``); redoing it would fail the same way
-  failed    the job stopped workers ``PARLEY_MAX_DELIVERIES`` times and was moved to the dead letters
-
-While it waits, the requester keeps the job's ``asker`` key alive (ASKER_TTL, refreshed every second).
-A worker takes and continues only jobs whose asker is still there: one whose requester gave up (told
-"temporarily unavailable" during a Redis outage, or gone with its process) is dropped, not generated
-again into a reply stream nobody reads; such a stream expires after REPLY_TTL.
-
-When a worker dies mid-answer another one redoes the job under a higher attempt. The job carries its
-seed, so the redo writes the same text: the requester skips what it already passed on and continues,
-and the person sees one answer.
-"""
+"""The front end's side of generation by `parley worker` processes (PARLEY_ENGINE=remote): a
+``TextGenerator`` that queues each request as a job and relays its reply stream (the protocol:
+``engine.scaleout.jobs``). A worker that dies mid-answer is replaced by another that redoes the job under
+a higher attempt with the same seed: the requester skips what it already passed on and continues, so
+the person sees one answer."""
 
 from __future__ import annotations
 
@@ -29,64 +13,35 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from engine.errors import ModelError, ParleyError
-from engine.keys import FORGET_CHANNEL, JOBS, WORKERS, job_key
-from engine.model.generator import Delta, Event, Finished, GeneratorBusy
-from engine.model.sampling import SamplingParams
-from engine.store import Store
+from engine.contract import Delta, Event, Finished, SamplingParams
+from engine.errors import GeneratorBusy, JobFailed, ModelError, NotReady, WorkerUnavailable
+from engine.runtime.redis import guard
+from engine.scaleout.jobs import (
+    ASKER_REFRESH,
+    ASKER_TTL,
+    FORGET_CHANNEL,
+    GROUP,
+    JOBS,
+    WORKERS,
+    Kind,
+    cancel_ttl,
+    decode,
+    ensure_group,
+    job_key,
+    params_to_json,
+)
 
 log = logging.getLogger(__name__)
-GROUP = "workers"
 # Each request waiting on its reply stream holds a connection (a blocking XREAD), plus the store's own.
 CONNECTIONS = 256
 READ_BLOCK_MS = 250  # how often a waiting requester looks at its cancel flag
-# A Redis outage longer than ASKER_TTL - ASKER_REFRESH (4 s) lets every abandoned job's asker key lapse.
-ASKER_TTL = 5
-ASKER_REFRESH = 1.0
-REPLY_TTL = 30  # seconds a reply stream outlives its last entry (the requester reads it within ms)
-
-
-class WorkerUnavailable(GeneratorBusy):
-    """No worker is running to take (or take over) the job."""
-
-
-class JobFailed(ParleyError):
-    """The job was set aside after it had stopped the workers that took it too many times."""
-
-
-def cancel_ttl(job_timeout: float) -> int:
-    """Seconds a cancel flag lives: as long as its job may still wait in the stream or be taken over."""
-    return max(300, int(4 * job_timeout))
-
-
-def decode(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in fields.items()}
-
-
-def params_to_json(params: SamplingParams) -> str:
-    return json.dumps(asdict(params))
-
-
-def params_from_json(raw: str) -> SamplingParams:
-    data = json.loads(raw)
-    return SamplingParams(**{**data, "stop": tuple(data["stop"])})
-
-
-async def ensure_group(redis: Redis) -> None:
-    """The consumer group (and its stream); it starts at the stream's beginning so jobs queued before it
-    existed are not skipped."""
-    try:
-        await redis.xgroup_create(JOBS, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 # Admission and enqueue in one step, so concurrent requesters never overshoot the bound: jobs waiting for
@@ -114,15 +69,14 @@ class RemoteGenerator:
 
     def __init__(
         self,
-        store: Store,
+        redis: Redis,
         *,
         context_tokens: int,
         job_timeout: float,
         max_waiting: int = 64,
         worker_wait: float = 15.0,
     ) -> None:
-        self.store = store
-        self.redis = store.redis
+        self.redis = redis
         self._context_tokens = context_tokens
         self.cancel_ttl = cancel_ttl(job_timeout)
         self.max_waiting = max_waiting
@@ -132,7 +86,7 @@ class RemoteGenerator:
         self._running = self._waiting = 0
 
     async def __aenter__(self) -> RemoteGenerator:
-        await self.store.guard(ensure_group(self.redis))
+        await guard(ensure_group(self.redis))
         return self
 
     async def __aexit__(
@@ -151,14 +105,21 @@ class RemoteGenerator:
     async def forget(self, scope: str) -> None:
         """Workers keep resident caches in their own memory: tell every worker to drop the scope's. A
         worker that cannot hear it (Redis unreachable) drops all of its caches once it reconnects."""
-        await self.store.guard(self.redis.publish(FORGET_CHANNEL, scope))
+        await guard(self.redis.publish(FORGET_CHANNEL, scope))
+
+    def model_time(self) -> None:
+        return None  # spent in the workers: each reports its own
+
+    async def ready(self) -> None:
+        if not await self.workers_alive():
+            raise NotReady("no live `parley worker`")
 
     def stats(self) -> dict[str, int]:
         """This front end's requests: taken by a worker, and still waiting for one."""
         return {"running": self._running, "waiting": self._waiting}
 
     async def workers_alive(self) -> int:
-        return int(await self.store.guard(self._alive(keys=[WORKERS])))
+        return int(await guard(self._alive(keys=[WORKERS])))
 
     async def stream(
         self,
@@ -179,9 +140,9 @@ class RemoteGenerator:
         job = {"id": request_id, "prompt": json.dumps(prompt), "params": params_to_json(params),
                "cache_key": cache_key or ""}  # fmt: skip
         args: list[Any] = [GROUP, self.max_waiting, *(x for kv in job.items() for x in kv)]
-        await self.store.guard(self.redis.set(asker, 1, ex=ASKER_TTL))
-        if not await self.store.guard(self._enqueue(keys=[JOBS], args=args)):
-            await self.store.guard(self.redis.delete(asker))
+        await guard(self.redis.set(asker, 1, ex=ASKER_TTL))
+        if not await guard(self._enqueue(keys=[JOBS], args=args)):
+            await guard(self.redis.delete(asker))
             raise GeneratorBusy("the model is busy; try again in a moment")
         done = started = False
         self._waiting += 1
@@ -192,11 +153,11 @@ class RemoteGenerator:
             while True:
                 if time.monotonic() - asked >= ASKER_REFRESH:
                     asked = time.monotonic()
-                    await self.store.guard(self.redis.set(asker, 1, ex=ASKER_TTL))
+                    await guard(self.redis.set(asker, 1, ex=ASKER_TTL))
                 if cancel.is_set() and not cancel_sent:
-                    await self.store.guard(self.redis.set(cancel_flag, 1, ex=self.cancel_ttl))
+                    await guard(self.redis.set(cancel_flag, 1, ex=self.cancel_ttl))
                     cancel_sent = True
-                found = await self.store.guard(self.redis.xread({reply: last_id}, count=256, block=READ_BLOCK_MS))
+                found: Any = await guard(self.redis.xread({reply: last_id}, count=256, block=READ_BLOCK_MS))
                 if not found:
                     now = time.monotonic()
                     if now - quiet_since >= 1.0:  # silence: is anyone still there to answer?
@@ -210,7 +171,7 @@ class RemoteGenerator:
                 for entry_id, raw in found[0][1]:
                     last_id = entry_id
                     fields = decode(raw)
-                    if fields["kind"] == "start" and not started:
+                    if fields["kind"] == Kind.START and not started:
                         started = True
                         self._waiting -= 1
                         self._running += 1
@@ -256,7 +217,7 @@ class _Relay:
                 log.info("a worker stopped mid-answer; attempt %d continues it", attempt)
             self.attempt, self.redo = attempt, 0
         kind = fields["kind"]
-        if kind == "delta":
+        if kind == Kind.DELTA:
             text = fields["text"]
             new = text[max(0, len(self.shown) - self.redo) :]
             self.redo += len(text)
@@ -264,7 +225,7 @@ class _Relay:
                 return None
             self.shown += new
             return Delta(new)
-        if kind == "finished":
+        if kind == Kind.FINISHED:
             finished = Finished(**json.loads(fields["finished"]))
             if finished.text != self.shown:
                 # Only a redo on a different kind of worker (another device or precision) can write
@@ -272,8 +233,8 @@ class _Relay:
                 log.warning("a redone answer differed from the part already shown; keeping what was shown")
                 finished = replace(finished, text=self.shown)
             return finished
-        if kind == "error":
+        if kind == Kind.ERROR:
             raise ModelError(fields["message"])
-        if kind == "failed":
+        if kind == Kind.FAILED:
             raise JobFailed(fields["message"])
         return None  # start

@@ -11,27 +11,17 @@ Every key carries the conversation TTL, refreshed on each write (a lease: LEASE_
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
-from engine.errors import StoreUnavailable
-from engine.keys import PREFIX, ConversationKey, Lease, chat_pattern, person_key
+from engine.conversation.keys import PREFIX, ConversationKey, Lease, chat_pattern, person_key
+from engine.runtime.redis import guard
 
-log = logging.getLogger(__name__)
 KINDS = ("turns", "seen", "meta", "usage")
 SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
 # An answer whose lease is older than this may no longer write (it is deleted when the answer ends).
@@ -104,15 +94,8 @@ class Store:
         self._append = redis.register_script(_APPEND)
         self._pop_exchange = redis.register_script(_POP_EXCHANGE)
 
-    async def guard(self, coro: Any) -> Any:
-        """Run a Redis call; an unreachable Redis becomes StoreUnavailable."""
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable("memory (Redis) is temporarily unavailable; try again shortly") from exc
-
     async def ping(self) -> None:
-        await self.guard(self.redis.ping())
+        await guard(self.redis.ping())
 
     async def append(
         self,
@@ -138,43 +121,43 @@ class Store:
             SEEN_KEEP,
             *(t.to_json() for t in turns),
         ]
-        return bool(await self.guard(self._append(keys=keys, args=args)))
+        return bool(await guard(self._append(keys=keys, args=args)))
 
     async def seen(self, key: ConversationKey, dedupe_id: str) -> bool:
-        return await self.guard(self.redis.zscore(key.redis_key("seen"), dedupe_id)) is not None
+        return await guard(self.redis.zscore(key.redis_key("seen"), dedupe_id)) is not None
 
     async def history(self, key: ConversationKey, limit: int | None = None) -> list[Turn]:
         """The newest ``limit`` turns (a fixed window: reading never grows with the stored history)."""
         n = min(limit or self.window, self.window)
-        raw = await self.guard(self.redis.lrange(key.redis_key("turns"), -n, -1))
+        raw = await guard(self.redis.lrange(key.redis_key("turns"), -n, -1))
         return [Turn.from_json(r) for r in raw]
 
     async def pop_exchange(self, key: ConversationKey) -> Turn | None:
         """Remove the newest question and its answer; the question, or None if there is none."""
-        raw = await self.guard(self._pop_exchange(keys=[key.redis_key("turns")]))
+        raw = await guard(self._pop_exchange(keys=[key.redis_key("turns")]))
         return Turn.from_json(raw) if raw else None
 
     async def claim(self, name: str, ttl: int) -> bool:
         """True the first time ``name`` is claimed within ``ttl`` seconds (dedupe of deliveries)."""
-        return bool(await self.guard(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
+        return bool(await guard(self.redis.set(f"{PREFIX}:claim:{name}", 1, nx=True, ex=ttl)))
 
     async def open_lease(self, key: ConversationKey, person: str | None, request: str) -> Lease:
         lease = Lease.for_request(key, person, request)
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in lease.keys:
                 pipe.set(name, 1, ex=LEASE_TTL)
-            await self.guard(pipe.execute())
+            await guard(pipe.execute())
         return lease
 
     async def holds(self, lease: Lease) -> bool:
         """The conversation has not been erased since the lease was opened."""
-        return bool(await self.guard(self.redis.exists(lease.conversation)))
+        return bool(await guard(self.redis.exists(lease.conversation)))
 
     async def close_lease(self, lease: Lease) -> None:
-        await self.guard(self.redis.delete(*lease.keys))
+        await guard(self.redis.delete(*lease.keys))
 
     async def person_usage(self, platform: str, person: str) -> dict[str, int]:
-        raw = await self.guard(self.redis.hgetall(person_key(platform, person, "usage")))
+        raw = await guard(self.redis.hgetall(person_key(platform, person, "usage")))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     async def erase_person(self, platform: str, person: str) -> int:
@@ -197,11 +180,11 @@ class Store:
                     removed += int(await self.redis.delete(found))
             return removed
 
-        return int(await self.guard(erase()))
+        return int(await guard(erase()))
 
     async def reset(self, key: ConversationKey) -> None:
         """Forget the turns; the persona stays (it is a setting, not conversation)."""
-        await self.guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
+        await guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
 
     async def set_persona(self, key: ConversationKey, persona: str | None) -> None:
         meta = key.redis_key("meta")
@@ -209,16 +192,16 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(meta, "persona", persona)
                 pipe.expire(meta, self.ttl)
-                await self.guard(pipe.execute())
+                await guard(pipe.execute())
         else:
-            await self.guard(self.redis.hdel(meta, "persona"))
+            await guard(self.redis.hdel(meta, "persona"))
 
     async def persona(self, key: ConversationKey) -> str | None:
-        value = await self.guard(self.redis.hget(key.redis_key("meta"), "persona"))
+        value = await guard(self.redis.hget(key.redis_key("meta"), "persona"))
         return value.decode() if isinstance(value, bytes) else value
 
     async def usage(self, key: ConversationKey) -> dict[str, int]:
-        raw = await self.guard(self.redis.hgetall(key.redis_key("usage")))
+        raw = await guard(self.redis.hgetall(key.redis_key("usage")))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     async def export(self, key: ConversationKey) -> dict[str, Any]:
@@ -230,55 +213,4 @@ class Store:
         }
 
 
-@asynccontextmanager
-async def connect(url: str, *, max_connections: int = 32, wait_seconds: float = 5.0) -> AsyncIterator[Redis]:
-    """A client with a blocking pool (waits for a free connection instead of failing) and retries."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=wait_seconds,
-        socket_timeout=wait_seconds,
-        socket_connect_timeout=wait_seconds,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        try:
-            await client.aclose()
-        finally:
-            await pool.aclose()
-
-
-def _where(url: str) -> str:
-    """The URL without its password, fit for a message."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-async def wait_until_reachable(redis: Redis, url: str, wait_seconds: float) -> None:
-    """At start-up Redis may still be starting (compose, Kubernetes, a reboot): retry for up to
-    ``wait_seconds``, then fail with a message that names it."""
-    deadline = time.monotonic() + wait_seconds
-    delay = 0.25
-    while True:
-        try:
-            await redis.ping()
-            return
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StoreUnavailable(
-                    f"cannot reach Redis at {_where(url)} (tried for {wait_seconds:.0f} s: {exc}); "
-                    "check REDIS_URL and that Redis is running"
-                ) from None
-            log.warning("Redis at %s is not reachable yet (%s); retrying for %.0f s more", _where(url), exc, left)
-            await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, 2.0)
-
-
-__all__ = ["RedisError", "Store", "Turn", "connect"]
+__all__ = ["Store", "Turn"]

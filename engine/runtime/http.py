@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from engine.errors import ParleyError
-from engine.logs import request_context, request_id
-from engine.metrics import Metrics
+from engine.errors import NotReady, ParleyError
+from engine.runtime.logs import request_context, request_id
+from engine.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT = 2.0  # a probe must answer even when a dependency hangs
 # A request id a client sends is kept only if it is short and plain, so it cannot forge log lines.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-class NotReady(Exception):
-    """A readiness check's answer: ``str(exc)`` says what is missing."""
 
 
 @web.middleware

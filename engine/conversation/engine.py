@@ -14,19 +14,18 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from engine.errors import ContextTooLong, InputRejected, StoreUnavailable
-from engine.keys import ConversationKey, Lease, chat_scope
-from engine.logs import request_context, request_id
-from engine.metrics import Metrics
-from engine.model.generator import Delta, Finished, Generator, TextGenerator
+from engine.contract import ChatEvent, ChatRequest, Delta, Finished, Notice, Reply, SamplingParams, TextGenerator
+from engine.conversation.keys import ConversationKey, Lease, chat_scope
+from engine.conversation.moderation import REFUSAL, WITHDRAWN, Moderator, load_moderator
+from engine.conversation.prompt import build_prompt
+from engine.conversation.quota import KEEP, Limits, Quotas, RateLimit
+from engine.conversation.store import Store, Turn
+from engine.conversation.text import check_input, clean_text
+from engine.errors import ContextTooLong, ConversationBusy, InputRejected, Refused, StoreUnavailable
 from engine.model.registry import LoadedModel
-from engine.model.sampling import SamplingParams
-from engine.moderation import REFUSAL, WITHDRAWN, Moderator, Refused, load_moderator
-from engine.prompt import build_prompt
-from engine.quota import KEEP, Limits, Quotas
-from engine.settings import Settings
-from engine.store import Store, Turn
-from engine.text import check_input, clean_text
+from engine.runtime.logs import request_context, request_id
+from engine.runtime.metrics import Metrics
+from engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_PERSONA_CHARS = 2000
@@ -34,10 +33,6 @@ MAX_PERSONA_CHARS = 2000
 MAX_WAITING_PER_CONVERSATION = 2
 # How long /forget waits for the answers it stopped to end (their writes are refused in any case).
 ERASE_WAIT_SECONDS = 10.0
-
-
-class ConversationBusy(InputRejected):
-    pass
 
 
 class _OutputWatch:
@@ -94,39 +89,6 @@ class _Slot:
     requests: dict[threading.Event, asyncio.Event] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    key: ConversationKey
-    text: str
-    author: str | None = None  # display name, shown to the model in shared conversations
-    author_id: str | None = None
-    message_id: str | None = None  # the platform's id: the same message is answered once
-    params: SamplingParams | None = None  # None: the configured defaults
-    exempt: bool = False  # admins are not held to quotas
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something the person should know that is not part of the answer."""
-
-    kind: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token_ms: float
-    tokens_per_second: float
-    stored: bool
-
-
-ChatEvent = Notice | Delta | Reply
-
-
 class Engine:
     def __init__(
         self,
@@ -144,8 +106,8 @@ class Engine:
         self._slots: dict[str, _Slot] = {}
         self.metrics = metrics or Metrics()
         self.metrics.watch_generator(generator.stats)
-        if isinstance(generator, Generator):  # the model runs in this process (not behind workers)
-            self.metrics.watch_model_time(lambda: generator.time)
+        if (spent := generator.model_time()) is not None:  # the model runs in this process
+            self.metrics.watch_model_time(lambda: spent)
         self.metrics.active_conversations.set_function(self.active_conversations)
         self.moderator = load_moderator(settings.moderation)
         self.quotas = Quotas(
@@ -161,6 +123,26 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.model.name
+
+    @property
+    def context_tokens(self) -> int:
+        return self.generator.context_tokens
+
+    async def ping(self) -> None:
+        """Readiness: Redis answers."""
+        await self.store.ping()
+
+    async def model_ready(self) -> None:
+        """Readiness: the model can answer (in-process it is loaded; remote, a worker must be alive)."""
+        await self.generator.ready()
+
+    async def claim(self, name: str, ttl: int) -> bool:
+        """True the first time ``name`` (a platform's delivery id) is claimed within ``ttl`` seconds."""
+        return await self.store.claim(name, ttl)
+
+    def rate_limit(self, name: str, *, limit: int, window_seconds: int) -> RateLimit:
+        """A fixed-window limit kept in this engine's Redis (the API's requests per key, say)."""
+        return RateLimit(self.store.redis, name=name, limit=limit, window_seconds=window_seconds)
 
     def default_params(self) -> SamplingParams:
         s = self.settings
@@ -262,7 +244,7 @@ class Engine:
         key = request.key
         if request.author_id and not request.exempt:
             # Before waiting for a turn: a flood is refused at once, and a refused request is not counted.
-            await self.store.guard(self.quotas.admit(key.platform, request.author_id, key.chat))
+            await self.quotas.admit(key.platform, request.author_id, key.chat)
         async with self._one_at_a_time(request.key, cancel):
             # From here on an erasure of the conversation, the chat or the person takes the lease, and
             # this answer's writes are refused. An erasure here stops this request before it erases
@@ -332,11 +314,10 @@ class Engine:
             lease=lease,
         )
         if stored:
-            settled = self.quotas.settle(
+            await self.quotas.settle(
                 key, request.author_id, lease, finished.prompt_tokens, finished.completion_tokens,
                 usage_ttl=self.store.ttl,
             )  # fmt: skip
-            await self.store.guard(settled)
         yield Reply(
             text=finished.text,
             finish_reason=finished.finish_reason,
@@ -411,11 +392,11 @@ class Engine:
 
     async def limits_left(self, platform: str, person: str, chat: str) -> dict[str, int | None]:
         """What this person may still use in this chat (None: unlimited)."""
-        return await self.store.guard(self.quotas.remaining(platform, person, chat))  # type: ignore[no-any-return]
+        return await self.quotas.remaining(platform, person, chat)
 
     async def chat_limits(self, platform: str, chat: str) -> tuple[int, int]:
         """The chat's requests per minute and tokens per day in force (0 = unlimited)."""
-        return await self.store.guard(self.quotas.chat_limits(platform, chat))  # type: ignore[no-any-return]
+        return await self.quotas.chat_limits(platform, chat)
 
     async def set_chat_limits(
         self, platform: str, chat: str, *, requests_per_minute: int | None, tokens_per_day: int | None
@@ -423,10 +404,8 @@ class Engine:
         for name, value in (("requests per minute", requests_per_minute), ("tokens per day", tokens_per_day)):
             if value is not None and value != KEEP and not 0 <= value <= 1_000_000_000:
                 raise InputRejected(f"{name} must be a whole number from 0 (unlimited) up")
-        await self.store.guard(
-            self.quotas.set_chat_limits(
-                platform, chat, requests_per_minute=requests_per_minute, tokens_per_day=tokens_per_day
-            )
+        await self.quotas.set_chat_limits(
+            platform, chat, requests_per_minute=requests_per_minute, tokens_per_day=tokens_per_day
         )
 
     async def forget_person(self, platform: str, person: str, private: ConversationKey | None = None) -> None:

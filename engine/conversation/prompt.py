@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.conversation.store import Turn
 from engine.errors import InputRejected
 from engine.model.registry import LoadedModel
-from engine.store import Turn
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""What a process counts and measures, in Prometheus form (served at ``/metrics``, see engine/http.py).
+"""What a process counts and measures, in Prometheus form (served at ``/metrics``, see engine/runtime/http.py).
 
 Each Metrics object has its own registry, not prometheus_client's global one, so a test (or one process
 hosting several engines) can build as many as it likes and read each one alone.
@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from engine.model.generator import ModelTime
+    from engine.contract import ModelTime
 
 # Seconds. Time to first token spans a warm short prompt on a GPU (tens of ms) to a long prompt queued
 # behind others on a CPU (many seconds); a whole answer runs up to minutes.

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 from engine.errors import ConfigError, ParleyError
-from engine.logs import setup_logging
-from engine.settings import Settings, load_settings
+from engine.runtime.logs import setup_logging
+from engine.runtime.settings import Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,9 +71,8 @@ async def _until_signalled() -> None:
 async def _serve(settings: Settings) -> None:
     from bots.api import ApiServer, listen_host
     from bots.terminal import chat
-    from engine.app import open_engine
-    from engine.http import HttpServer, NotReady
-    from engine.remote import RemoteGenerator
+    from engine.runtime.app import open_engine
+    from engine.runtime.http import HttpServer
 
     async with open_engine(settings) as engine, AsyncExitStack() as front_ends:
         if not (settings.api_port or settings.telegram_bot_token or settings.discord_bot_token):
@@ -82,15 +81,9 @@ async def _serve(settings: Settings) -> None:
             await chat(engine, conversation=None)
             return
 
-        async def model_ready() -> None:
-            # In-process, the model is loaded before anything is served; remote, workers must be alive.
-            generator = engine.generator
-            if isinstance(generator, RemoteGenerator) and not await generator.workers_alive():
-                raise NotReady("no live `parley worker`")
-
         # One server for the process (health, metrics, the API, Telegram's webhook), with everything
         # mounted before it starts; the platforms connect afterwards and are "not ready" until they have.
-        http = HttpServer(engine.metrics, {"redis": engine.store.ping, "model": model_ready})
+        http = HttpServer(engine.metrics, {"redis": engine.ping, "model": engine.model_ready})
         if settings.api_port:
             ApiServer(engine, settings).mount(http)
         telegram, discord = None, None
@@ -122,13 +115,13 @@ async def _serve(settings: Settings) -> None:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> None:
     from bots import terminal
-    from engine.app import open_engine
+    from engine.runtime.app import open_engine
 
     if args.command == "serve":
         await _serve(settings)
         return
     if args.command == "worker":
-        from engine.worker import run_worker
+        from engine.scaleout.worker import run_worker
 
         await run_worker(settings, _stop_event())
         return

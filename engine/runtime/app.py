@@ -9,15 +9,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from redis.asyncio import Redis
 
-from engine.engine import Engine
+from engine.contract import TextGenerator
+from engine.conversation.engine import Engine
+from engine.conversation.store import Store
 from engine.model.catalog import Progress, resolve_model
-from engine.model.generator import Generator, TextGenerator
+from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner, pick_device
-from engine.redis_server import EmbeddedRedis
-from engine.remote import CONNECTIONS, RemoteGenerator
-from engine.settings import Settings
-from engine.store import Store, connect, wait_until_reachable
+from engine.runtime.redis import connect, wait_until_reachable
+from engine.runtime.redis_server import EmbeddedRedis
+from engine.runtime.settings import Settings
+from engine.scaleout.remote import CONNECTIONS, RemoteGenerator
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,13 @@ async def open_engine(settings: Settings, *, progress: Progress | None = None) -
         generator: TextGenerator
         if remote:
             # Prompts are built here (tokenizer, chat template); the ONNX session lives in the workers.
-            generator = await stack.enter_async_context(
-                RemoteGenerator(
-                    store,
-                    context_tokens=settings.context_tokens,
-                    job_timeout=settings.job_timeout,
-                    max_waiting=settings.max_waiting,
-                )
+            remote_generator = RemoteGenerator(
+                redis,
+                context_tokens=settings.context_tokens,
+                job_timeout=settings.job_timeout,
+                max_waiting=settings.max_waiting,
             )
+            generator = await stack.enter_async_context(remote_generator)
         else:
             generator = await stack.enter_async_context(local_generator(settings, model, device))
         yield Engine(settings, store, generator, model)

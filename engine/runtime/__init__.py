@@ -1,0 +1,1 @@
+"""Process plumbing: settings, the composition root, HTTP health and metrics, logs, the embedded Redis."""

@@ -1,0 +1,1 @@
+"""Generation by separate `parley worker` processes, reached through a Redis Stream (PARLEY_ENGINE=remote)."""
