@@ -8,19 +8,23 @@ import json
 import sys
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
+from bots.commands import Answer, Commands, Place, Wording, help_lines
 from engine.contract import ChatRequest, Delta, Notice, Reply
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.errors import ParleyError
 
-HELP = """Commands:
-  /reset          start the conversation over (the persona stays)
-  /system [TEXT]  show, or set, this conversation's persona (system prompt); `/system -` restores the default
-  /export         print this conversation as JSON
-  /usage          tokens used in this conversation
-  /quit           leave (Ctrl-D works too); Ctrl-C stops an answer being written"""
+HELP = (
+    "Commands:\n"
+    + help_lines(["new", "system", "model", "about", "help"])
+    + "\n/reset – the same as /new\n/export – print this conversation as JSON\n"  # noqa: RUF001
+    "/usage – tokens used in this conversation\n/quit – leave (Ctrl-D works too); Ctrl-C stops an answer"  # noqa: RUF001
+)
+# The terminal is one person's: it may change anything, and the wording of shared chats never shows.
+WORDING = Wording(chat="conversation", threads="threads", admins="you", an_admin="you")
 
 
 def terminal_key(conversation: str | None) -> ConversationKey:
@@ -77,8 +81,22 @@ async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: b
         print()
 
 
+async def _is_admin() -> bool:
+    return True
+
+
 async def chat(engine: Engine, *, conversation: str | None) -> None:
     key = terminal_key(conversation)
+    place = Place(key, getpass.getuser(), True, _is_admin, WORDING)
+    commands = Commands(engine, HELP)
+    shared: dict[str, Callable[[str], Awaitable[Answer]]] = {
+        "/help": lambda _: commands.help(place),
+        "/new": lambda _: commands.new(place),
+        "/reset": lambda _: commands.new(place),
+        "/system": lambda arg: commands.system(place, arg),
+        "/model": lambda _: commands.model(place),
+        "/about": lambda _: commands.about(place),
+    }
     print(f"Parley ({engine.model_name}). Type a message; /help for commands, /quit to leave.", flush=True)
     while True:
         try:
@@ -93,17 +111,8 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
         try:
             if command in ("/quit", "/exit"):
                 return
-            if command == "/help":
-                print(HELP)
-            elif command == "/reset":
-                await engine.reset(key)
-                print("(conversation reset)")
-            elif command == "/system":
-                if arg.strip():
-                    persona = await engine.set_persona(key, None if arg.strip() == "-" else arg)
-                else:
-                    persona = await engine.persona(key)
-                print(f"(persona) {persona}")
+            if command in shared:
+                print((await shared[command](arg)).text)
             elif command == "/export":
                 print(json.dumps(await engine.export(key), ensure_ascii=False, indent=2))
             elif command == "/usage":

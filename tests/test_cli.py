@@ -101,16 +101,21 @@ def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
 
 
 def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
-    script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/quit\n"
+    script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/about\n/help\n/quit\n"
     result = subprocess.run(
         [sys.executable, "-m", "bots.cli", "chat", "-c", "t"],
         input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "(persona) You are terse." in result.stdout
+    assert "Persona set:\nYou are terse." in result.stdout
+    assert "This conversation's persona:\nYou are terse." in result.stdout
     assert '"requests": 1' in result.stdout
-    assert "(conversation reset)" in result.stdout
+    assert "Started over" in result.stdout
     assert '"turns": []' in result.stdout
+    # the shared commands, as the chat platforms show them
+    assert f"answering with {env['PARLEY_MODEL']}" in result.stdout
+    assert "Up for 0 min" in result.stdout
+    assert "/about – Version, model, uptime and sources" in result.stdout  # noqa: RUF001
 
 
 def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str], model: LoadedModel) -> None:

@@ -21,12 +21,22 @@ def test_defaults_are_valid() -> None:
         ("PARLEY_TOP_P", "0", "PARLEY_TOP_P"),
         ("PARLEY_CONVERSATION_TTL", "5", "PARLEY_CONVERSATION_TTL"),
         ("PARLEY_MAX_REPLY_TOKENS", "4096", "PARLEY_MAX_REPLY_TOKENS"),
+        ("TELEGRAM_ADMINS", "12,alice", "TELEGRAM_ADMINS: must be comma-separated numeric ids"),
+        ("DISCORD_ALLOWED_ROLES", "[1, 2]", "DISCORD_ALLOWED_ROLES: must be comma-separated numeric ids"),
     ],
 )
 def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch, var: str, value: str, named: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=named):
         load_settings()
+
+
+def test_id_lists_are_read_as_sets_of_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_ALLOWED_USERS", " 12, 34,,56 ")
+    monkeypatch.setenv("DISCORD_GUILD_IDS", "")
+    s = load_settings()
+    assert s.telegram_allowed_users == frozenset({12, 34, 56})
+    assert s.discord_guild_ids == frozenset()
 
 
 def test_reads_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

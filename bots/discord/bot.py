@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -15,8 +15,9 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bots.commands import COMMANDS, INTRO, Answer, Commands, Place, Wording, help_lines
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
-from bots.replies import explain, limits_text, parse_limit, usage_text
+from bots.replies import explain
 from bots.streaming import Surface, stream_reply
 from engine.contract import ChatEvent, ChatRequest
 from engine.conversation.engine import Engine
@@ -31,14 +32,12 @@ PLATFORM = "discord"
 EDIT_INTERVAL = 1.0  # Discord allows about 5 edits per 5 s per channel
 MESSAGE_CLAIM_TTL = 24 * 3600
 READY_TIMEOUT = 60.0
+WORDING = Wording(chat="channel", threads="threads", admins="members who can manage this server", an_admin="a manager")
 HELP = (
-    "I'm Parley, a chat assistant running its own language model.\n"
-    "- `/ask prompt:` answers here; `/chat prompt:` opens a thread for a longer conversation.\n"
-    "- Mention me or reply to one of my messages to continue this channel's conversation; in a thread I "
+    f"{INTRO}\n"
+    "Mention me or reply to one of my messages to continue this channel's conversation; in a thread I "
     "opened, mention me (or, when the server enabled it, just write). In DMs, just write.\n"
-    "- `/new` starts over, `/retry` answers the last question again, `/stop` stops an answer, `/system` "
-    "shows or sets the persona (server managers), `/usage` shows your usage, `/forget` erases what I store "
-    "about you (server managers: this channel), `/model` says which model answers."
+    + help_lines(["ask", "chat", "new", "retry", "stop", "system", "usage", "limits", "forget", "model", "about"])
 )
 RATE_LIMITED = "Discord is rate-limiting me right now; please try again in a minute."
 
@@ -76,6 +75,7 @@ class DiscordBot:
         if settings.discord_bot_token is None:
             raise ConfigError("DISCORD_BOT_TOKEN is not set")
         self.engine = engine
+        self.commands = Commands(engine, HELP)
         self.settings = settings
         self.interval = edit_interval
         intents = discord.Intents.default()
@@ -160,7 +160,7 @@ class DiscordBot:
             self._waits.inc()
 
     async def _sync_commands(self) -> None:
-        guilds = self.settings.discord_guild_id_list
+        guilds = self.settings.discord_guild_ids
         if not guilds:
             await self.tree.sync()
             return
@@ -172,9 +172,9 @@ class DiscordBot:
     # --- who may talk --------------------------------------------------------------------------------
 
     def _allowed(self, user: discord.abc.User, guild: discord.Guild | None) -> bool:
-        if user.id in self.settings.discord_admin_ids:
+        if user.id in self.settings.discord_admins:
             return True
-        guilds, roles = self.settings.discord_allowed_guild_ids, self.settings.discord_allowed_role_ids
+        guilds, roles = self.settings.discord_allowed_guilds, self.settings.discord_allowed_roles
         if guild is None:
             return not roles  # role lists cannot be checked in DMs
         if guilds and guild.id not in guilds:
@@ -186,7 +186,7 @@ class DiscordBot:
         # default_member_permissions is only a hint guild admins can override: the bot checks itself.
         return (
             interaction.guild is None
-            or interaction.user.id in self.settings.discord_admin_ids
+            or interaction.user.id in self.settings.discord_admins
             or interaction.permissions.manage_guild
         )
 
@@ -237,7 +237,7 @@ class DiscordBot:
             author=message.author.display_name,
             author_id=str(message.author.id),
             message_id=str(message.id),
-            exempt=message.author.id in self.settings.discord_admin_ids,
+            exempt=message.author.id in self.settings.discord_admins,
         )
         await self._stream(
             ChannelSurface(message.channel, reply_to=message),
@@ -265,40 +265,19 @@ class DiscordBot:
     # --- slash commands --------------------------------------------------------------------------------
 
     def _register_commands(self) -> None:
-        tree = self.tree
+        tree, commands = self.tree, self.commands
 
-        @tree.command(name="ask", description="Ask Parley something (answers here)")
+        @tree.command(name="ask", description=COMMANDS["ask"])
         @app_commands.describe(prompt="Your question or request")
         async def ask(interaction: discord.Interaction, prompt: str) -> None:
             await self._answer_interaction(interaction, prompt)
 
-        @tree.command(name="chat", description="Open a thread and talk there")
+        @tree.command(name="chat", description=COMMANDS["chat"])
         @app_commands.describe(prompt="What the conversation is about")
         async def chat(interaction: discord.Interaction, prompt: str) -> None:
             await self._open_thread(interaction, prompt)
 
-        @tree.command(name="new", description="Start this conversation over")
-        async def new(interaction: discord.Interaction) -> None:
-            await self.engine.reset(self._key(interaction))
-            await interaction.response.send_message("Started over: I've forgotten our earlier messages here.")
-
-        @tree.command(name="system", description="Show or set this channel's persona")
-        @app_commands.describe(persona="The new persona (leave empty to show it; '-' restores the default)")
-        async def system(interaction: discord.Interaction, persona: str | None = None) -> None:
-            key = self._key(interaction)
-            if not persona:
-                shown = await self.engine.persona(key)
-                await interaction.response.send_message(f"This conversation's persona:\n>>> {shown}", ephemeral=True)
-                return
-            if not self._is_admin(interaction):
-                await interaction.response.send_message(
-                    "Only members who can manage this server may change the persona.", ephemeral=True
-                )
-                return
-            new_persona = await self.engine.set_persona(key, None if persona.strip() == "-" else persona)
-            await interaction.response.send_message(f"Persona set:\n>>> {new_persona}", allowed_mentions=NO_PINGS)
-
-        @tree.command(name="retry", description="Answer the last question again")
+        @tree.command(name="retry", description=COMMANDS["retry"])
         async def retry(interaction: discord.Interaction) -> None:
             await interaction.response.defer(thinking=True)
             await self._stream(
@@ -307,21 +286,12 @@ class DiscordBot:
                 lambda t: interaction.edit_original_response(content=t),
             )
 
-        @tree.command(name="stop", description="Stop the answer being written")
-        async def stop(interaction: discord.Interaction) -> None:
-            stopped = self.engine.stop(self._key(interaction))
-            await interaction.response.send_message(
-                "Stopped." if stopped else "I'm not writing anything here right now.", ephemeral=True
-            )
+        @tree.command(name="system", description=COMMANDS["system"])
+        @app_commands.describe(persona="The new persona (leave empty to show it; '-' restores the default)")
+        async def system(interaction: discord.Interaction, persona: str | None = None) -> None:
+            await self._show(interaction, await commands.system(self._place(interaction), persona))
 
-        @tree.command(name="usage", description="Your usage and what is left")
-        async def usage(interaction: discord.Interaction) -> None:
-            person = str(interaction.user.id)
-            used = await self.engine.person_usage(PLATFORM, person)
-            left = await self.engine.limits_left(PLATFORM, person, self._key(interaction).chat)
-            await interaction.response.send_message(usage_text(used, left), ephemeral=True)
-
-        @tree.command(name="limits", description="Show or set this channel's limits (managers)")
+        @tree.command(name="limits", description=COMMANDS["limits"])
         @app_commands.describe(
             requests_per_minute="Requests per minute in this channel (0 = unlimited, - = default)",
             tokens_per_day="Tokens per day in this channel (0 = unlimited, - = default)",
@@ -329,46 +299,38 @@ class DiscordBot:
         async def limits(
             interaction: discord.Interaction, requests_per_minute: str | None = None, tokens_per_day: str | None = None
         ) -> None:
-            chat = self._key(interaction).chat
-            if requests_per_minute is not None or tokens_per_day is not None:
-                if not self._is_admin(interaction):
-                    await interaction.response.send_message(
-                        "Only members who can manage this server may change its limits.", ephemeral=True
-                    )
-                    return
-                try:
-                    rpm, tpd = parse_limit(requests_per_minute), parse_limit(tokens_per_day)
-                except ValueError as exc:
-                    await interaction.response.send_message(f"Sorry: {exc}.", ephemeral=True)  # a ValueError
-                    return
-                await self.engine.set_chat_limits(PLATFORM, chat, requests_per_minute=rpm, tokens_per_day=tpd)
-            shown = limits_text(*await self.engine.chat_limits(PLATFORM, chat))
-            await interaction.response.send_message(shown, ephemeral=True)
+            answer = await commands.limits(self._place(interaction), requests_per_minute, tokens_per_day)
+            await self._show(interaction, answer)
 
-        @tree.command(name="forget", description="Erase what Parley stores about you (managers: this channel)")
-        async def forget(interaction: discord.Interaction) -> None:
-            person = str(interaction.user.id)
-            if interaction.guild is None:
-                await self.engine.forget_person(PLATFORM, person, private=self._key(interaction))
-                text = "Done: I've erased our conversation and your usage."
-            elif self._is_admin(interaction):
-                await self.engine.forget_person(PLATFORM, person)
-                channel = interaction.channel
-                chat = channel.parent_id if isinstance(channel, discord.Thread) else interaction.channel_id
-                await self.engine.forget_chat(PLATFORM, str(chat))
-                text = "Done: I've erased this channel's conversations (threads included) and your usage."
-            else:
-                await self.engine.forget_person(PLATFORM, person)
-                text = "Done: I've erased your usage. This channel's conversation is shared; a manager can /forget it."
-            await interaction.response.send_message(text, ephemeral=True)
+        # The commands without options: one shared function each.
+        simple: dict[str, Callable[[Place], Awaitable[Answer]]] = {
+            "new": commands.new,
+            "stop": commands.stop,
+            "usage": commands.usage,
+            "forget": commands.forget,
+            "model": commands.model,
+            "about": commands.about,
+            "help": commands.help,
+        }
+        for name, run in simple.items():
+            tree.add_command(app_commands.Command(name=name, description=COMMANDS[name], callback=self._simple(run)))
 
-        @tree.command(name="model", description="Which model answers")
-        async def model(interaction: discord.Interaction) -> None:
-            await interaction.response.send_message(f"Answering with {self.engine.model_summary()}.", ephemeral=True)
+    def _simple(
+        self, run: Callable[[Place], Awaitable[Answer]]
+    ) -> Callable[[discord.Interaction], Coroutine[Any, Any, None]]:
+        async def callback(interaction: discord.Interaction) -> None:
+            await self._show(interaction, await run(self._place(interaction)))
 
-        @tree.command(name="help", description="How to talk to Parley")
-        async def help_(interaction: discord.Interaction) -> None:
-            await interaction.response.send_message(HELP, ephemeral=True)
+        return callback
+
+    def _place(self, interaction: discord.Interaction) -> Place:
+        async def is_admin() -> bool:
+            return self._is_admin(interaction)
+
+        return Place(self._key(interaction), str(interaction.user.id), interaction.guild is None, is_admin, WORDING)
+
+    async def _show(self, interaction: discord.Interaction, answer: Answer) -> None:
+        await interaction.response.send_message(answer.text, ephemeral=not answer.public, allowed_mentions=NO_PINGS)
 
     def _key(self, interaction: discord.Interaction) -> ConversationKey:
         return conversation_key(interaction.channel, interaction.user.id)
@@ -392,7 +354,7 @@ class DiscordBot:
             author=interaction.user.display_name,
             author_id=str(interaction.user.id),
             message_id=f"i{interaction.id}",
-            exempt=interaction.user.id in self.settings.discord_admin_ids,
+            exempt=interaction.user.id in self.settings.discord_admins,
         )
 
     async def _answer_interaction(self, interaction: discord.Interaction, prompt: str) -> None:

@@ -6,13 +6,13 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import BotCommand, Chat, Message, Update, User
+from telegram import BotCommand, Message, Update, User
 from telegram.constants import ChatMemberStatus, ChatType, MessageEntityType
 from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
@@ -27,7 +27,8 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bots.replies import explain, limits_text, parse_limits, usage_text
+from bots.commands import COMMANDS, INTRO, Answer, Commands, Place, Wording, help_lines
+from bots.replies import explain
 from bots.streaming import stream_reply
 from bots.telegram.ratelimit import CountingRateLimiter
 from bots.telegram.surface import TelegramSurface
@@ -49,23 +50,13 @@ PRIVATE_INTERVAL = 1.0
 GROUP_INTERVAL = 3.0
 UPDATE_CLAIM_TTL = 24 * 3600  # Telegram keeps undelivered updates for 24 h
 
-COMMANDS = [
-    ("ask", "Ask me something (in groups: /ask your question)"),
-    ("new", "Start the conversation over"),
-    ("retry", "Answer the last question again"),
-    ("stop", "Stop the answer being written"),
-    ("system", "Show or set this chat's persona"),
-    ("usage", "Your usage and what is left"),
-    ("limits", "Show or set this chat's limits (admins)"),
-    ("forget", "Erase what I store about you (or, for admins, this group)"),
-    ("model", "Which model answers"),
-    ("help", "How to talk to me"),
-]
+# The commands in the menu, in order; /start is /help.
+MENU = ["ask", "new", "retry", "stop", "system", "usage", "limits", "forget", "model", "about", "help"]
+WORDING = Wording(chat="group", threads="topics", admins="the group's admins", an_admin="an admin")
 HELP = (
-    "I'm Parley, a chat assistant running its own language model.\n\n"
+    f"{INTRO}\n\n"
     "In a private chat, just write to me. In a group, mention me (@{username}), reply to one of my "
-    "messages, or use /ask. In a forum, each topic is its own conversation.\n\n"
-    + "\n".join(f"/{name} – {text}" for name, text in COMMANDS)  # noqa: RUF001
+    "messages, or use /ask. In a forum, each topic is its own conversation.\n\n" + help_lines(MENU)
 )
 
 
@@ -104,6 +95,7 @@ class TelegramBot:
         if settings.telegram_bot_token is None:
             raise ConfigError("TELEGRAM_BOT_TOKEN is not set")
         self.engine = engine
+        self.commands = Commands(engine, HELP)
         self.settings = settings
         self.intervals = {True: private_interval, False: group_interval}
         self.flood_limits = flood_limits  # off only to measure the adapter's own overhead
@@ -138,21 +130,23 @@ class TelegramBot:
             builder = builder.rate_limiter(CountingRateLimiter(self.engine.metrics, max_retries=5))
         app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
-        handlers: dict[str, Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]] = {
-            "start": self._help,
-            "help": self._help,
-            "ask": self._ask,
-            "new": self._new,
-            "retry": self._retry,
-            "stop": self._stop,
-            "system": self._system,
-            "usage": self._usage,
+        app.add_handler(CommandHandler("ask", self._ask))
+        app.add_handler(CommandHandler("retry", self._retry))
+        commands = self.commands
+        shared: dict[str, Callable[[Place, list[str]], Awaitable[Answer]]] = {
+            "start": lambda place, _: commands.help(place),
+            "help": lambda place, _: commands.help(place),
+            "new": lambda place, _: commands.new(place),
+            "stop": lambda place, _: commands.stop(place),
+            "system": lambda place, args: commands.system(place, " ".join(args)),
+            "usage": lambda place, _: commands.usage(place),
             "limits": self._limits,
-            "forget": self._forget,
-            "model": self._model,
+            "forget": lambda place, _: commands.forget(place),
+            "model": lambda place, _: commands.model(place),
+            "about": lambda place, _: commands.about(place),
         }
-        for name, callback in handlers.items():
-            app.add_handler(CommandHandler(name, callback))
+        for name, run in shared.items():
+            app.add_handler(CommandHandler(name, self._shared(run)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._message))
         app.add_handler(MessageHandler(filters.COMMAND, self._unknown_command))  # after the known ones
         app.add_error_handler(self._on_error)
@@ -171,7 +165,8 @@ class TelegramBot:
                 raise ConfigError("Telegram rejected TELEGRAM_BOT_TOKEN (401 Unauthorized): check the token") from None
             raise
         self._stack.push_async_callback(self.app.shutdown)
-        await self.app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        self.commands.help_text = HELP.format(username=self.app.bot.username)  # known once initialised
+        await self.app.bot.set_my_commands([BotCommand(name, COMMANDS[name]) for name in MENU])
         await self.app.start()
         self._stack.push_async_callback(self.app.stop)
         if self.settings.telegram_webhook_url:
@@ -244,7 +239,7 @@ class TelegramBot:
             log.info("update %s delivered again; already handled", update.update_id)
             raise ApplicationHandlerStop
         user, chat = update.effective_user, update.effective_chat
-        users, chats = self.settings.telegram_allowed_user_ids, self.settings.telegram_allowed_chat_ids
+        users, chats = self.settings.telegram_allowed_users, self.settings.telegram_allowed_chats
         allowed = (not users or (user is not None and user.id in users)) and (
             not chats or (chat is not None and chat.id in chats)
         )
@@ -256,7 +251,7 @@ class TelegramBot:
         raise ApplicationHandlerStop
 
     def _is_listed_admin(self, user: User | None) -> bool:
-        return user is not None and user.id in self.settings.telegram_admin_ids
+        return user is not None and user.id in self.settings.telegram_admins
 
     async def _is_admin(self, message: Message) -> bool:
         if message.chat.type == ChatType.PRIVATE or self._is_listed_admin(message.from_user):
@@ -353,98 +348,39 @@ class TelegramBot:
         if (message := update.effective_message) is not None:
             await self._answer(message, self.engine.retry(conversation_key(message)))
 
-    async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            await self._say(message, HELP.format(username=self.app.bot.username))
+    def _shared(
+        self, run: Callable[[Place, list[str]], Awaitable[Answer]]
+    ) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
+        """A shared command as a handler; its refusals and outages reach ``_on_error``."""
 
-    async def _new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            await self._guarded(message, self._do_new(message))
-
-    async def _do_new(self, message: Message) -> None:
-        await self.engine.reset(conversation_key(message))
-        await self._say(message, "Started over: I've forgotten our earlier messages here.")
-
-    async def _stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            stopped = self.engine.stop(conversation_key(message))
-            await self._say(message, "Stopped." if stopped else "I'm not writing anything right now.")
-
-    async def _system(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            await self._guarded(message, self._do_system(message, " ".join(context.args or [])))
-
-    async def _do_system(self, message: Message, text: str) -> None:
-        key = conversation_key(message)
-        if not text.strip():
-            await self._say(message, f"This chat's persona:\n{await self.engine.persona(key)}")
-            return
-        if not await self._is_admin(message):
-            await self._say(message, "Only the group's admins can change the persona here.")
-            return
-        persona = await self.engine.set_persona(key, None if text.strip() == "-" else text)
-        await self._say(message, f"Persona set:\n{persona}")
-
-    async def _usage(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is not None and message.from_user is not None:
-            await self._guarded(message, self._do_usage(message, message.from_user))
-
-    async def _do_usage(self, message: Message, user: User) -> None:
-        usage = await self.engine.person_usage(PLATFORM, str(user.id))
-        left = await self.engine.limits_left(PLATFORM, str(user.id), str(message.chat.id))
-        await self._say(message, usage_text(usage, left))
-
-    async def _limits(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            await self._guarded(message, self._do_limits(message, context.args or []))
-
-    async def _do_limits(self, message: Message, args: list[str]) -> None:
-        chat = str(message.chat.id)
-        if args:
-            if not await self._is_admin(message):
-                await self._say(message, "Only the group's admins can change its limits.")
+        async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.effective_message
+            if message is None or message.from_user is None:
                 return
-            try:
-                rpm, tpd = parse_limits(args)
-            except ValueError as exc:
-                await self._say(message, f"Usage: /limits REQUESTS_PER_MINUTE [TOKENS_PER_DAY]: {exc}.")
-                return
-            await self.engine.set_chat_limits(PLATFORM, chat, requests_per_minute=rpm, tokens_per_day=tpd)
-        await self._say(message, limits_text(*await self.engine.chat_limits(PLATFORM, chat)))
+            answer = await run(self._place(message, message.from_user), context.args or [])
+            await self._say(message, answer.text)
 
-    async def _forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is not None and message.from_user is not None:
-            await self._guarded(message, self._do_forget(message, message.from_user))
+        return handle
 
-    async def _do_forget(self, message: Message, user: User) -> None:
-        chat: Chat = message.chat
-        if chat.type == ChatType.PRIVATE:
-            await self.engine.forget_person(PLATFORM, str(user.id), private=conversation_key(message))
-            await self._say(message, "Done: I've erased our conversation and your usage.")
-        elif await self._is_admin(message):
-            await self.engine.forget_person(PLATFORM, str(user.id))
-            await self.engine.forget_chat(PLATFORM, str(chat.id))
-            await self._say(message, "Done: I've erased every conversation of this group.")
-        else:
-            await self.engine.forget_person(PLATFORM, str(user.id))
-            await self._say(
-                message,
-                "Done: I've erased your usage. This group's conversation is shared; an admin can /forget it.",
-            )
+    def _place(self, message: Message, user: User) -> Place:
+        async def is_admin() -> bool:
+            return await self._is_admin(message)
 
-    async def _model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (message := update.effective_message) is not None:
-            await self._say(message, f"Answering with {self.engine.model_summary()}.")
+        private = message.chat.type == ChatType.PRIVATE
+        return Place(conversation_key(message), str(user.id), private, is_admin, WORDING)
 
-    async def _guarded(self, message: Message, action: Coroutine[Any, Any, None]) -> None:
-        try:
-            await action
-        except ParleyError as exc:
-            await self._say(message, explain(exc))
+    async def _limits(self, place: Place, args: list[str]) -> Answer:
+        if len(args) > 2:
+            return Answer("Usage: /limits REQUESTS_PER_MINUTE [TOKENS_PER_DAY]: give at most two numbers.")
+        padded: list[str | None] = [*args, None, None]
+        return await self.commands.limits(place, padded[0], padded[1])
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one error funnel: a refusal or an outage is told to the person, anything else logged."""
+        message = update.effective_message if isinstance(update, Update) else None
+        if isinstance(context.error, ParleyError) and message is not None:
+            await self._say(message, explain(context.error))
+            return
         if isinstance(context.error, RetryAfter | Forbidden):
             log.info("Telegram refused a call: %s", context.error)
             return

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.errors import ConfigError
 
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a friendly and helpful assistant. Answer clearly and concisely."
+
+
+def _parse_ids(value: object) -> object:
+    """``"1, 2,3"`` as typed in the environment (other values are left to the type's own validation)."""
+    if not isinstance(value, str):
+        return value
+    parts = [v for v in value.replace(" ", "").split(",") if v]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError("must be comma-separated numeric ids")
+    return frozenset(int(p) for p in parts)
+
+
+# Numeric platform ids (users, chats, guilds, roles), comma-separated in the environment. NoDecode: the
+# raw string reaches _parse_ids instead of being read as JSON.
+Ids = Annotated[frozenset[int], NoDecode, BeforeValidator(_parse_ids)]
 
 
 def _default_data_dir() -> Path:
@@ -97,22 +112,22 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_URL")
     # Secret Telegram sends back with every webhook call (unset: a random one per start).
     telegram_webhook_secret: SecretStr | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
-    # Comma-separated numeric ids; empty = everyone.
-    telegram_allowed_users: str = Field(default="", validation_alias="TELEGRAM_ALLOWED_USERS")
-    telegram_allowed_chats: str = Field(default="", validation_alias="TELEGRAM_ALLOWED_CHATS")
+    # Who may use the bot; empty = everyone.
+    telegram_allowed_users: Ids = Field(default=frozenset(), validation_alias="TELEGRAM_ALLOWED_USERS")
+    telegram_allowed_chats: Ids = Field(default=frozenset(), validation_alias="TELEGRAM_ALLOWED_CHATS")
     # People who may change personas and /forget whole group chats, besides the chats' own admins.
-    telegram_admins: str = Field(default="", validation_alias="TELEGRAM_ADMINS")
+    telegram_admins: Ids = Field(default=frozenset(), validation_alias="TELEGRAM_ADMINS")
 
     # Discord front end (served when a token is set)
     discord_bot_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_BOT_TOKEN")
     # Guilds to sync slash commands to (instant updates); empty = global commands (up to an hour to appear).
-    discord_guild_ids: str = Field(default="", validation_alias="DISCORD_GUILD_IDS")
+    discord_guild_ids: Ids = Field(default=frozenset(), validation_alias="DISCORD_GUILD_IDS")
     # Guilds where the bot answers; empty = every guild it is in.
-    discord_allowed_guilds: str = Field(default="", validation_alias="DISCORD_ALLOWED_GUILDS")
+    discord_allowed_guilds: Ids = Field(default=frozenset(), validation_alias="DISCORD_ALLOWED_GUILDS")
     # Role ids whose members may use the bot in guilds; empty = everyone.
-    discord_allowed_roles: str = Field(default="", validation_alias="DISCORD_ALLOWED_ROLES")
+    discord_allowed_roles: Ids = Field(default=frozenset(), validation_alias="DISCORD_ALLOWED_ROLES")
     # User ids who may change personas and /forget channels, besides members with Manage Server.
-    discord_admins: str = Field(default="", validation_alias="DISCORD_ADMINS")
+    discord_admins: Ids = Field(default=frozenset(), validation_alias="DISCORD_ADMINS")
     # REST base (with the API version) and gateway, for a REST proxy (and the fake in tests).
     discord_api_base: str = Field(default="https://discord.com/api/v10", validation_alias="DISCORD_API_BASE")
     discord_gateway_url: str = Field(default="wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL")
@@ -129,38 +144,6 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     # text: one readable line per record; json: one JSON object per line (ts, level, logger, msg, request_id).
     log_format: Literal["text", "json"] = "text"
-
-    @staticmethod
-    def _ids(value: str) -> frozenset[int]:
-        return frozenset(int(v) for v in value.replace(" ", "").split(",") if v)
-
-    @property
-    def telegram_allowed_user_ids(self) -> frozenset[int]:
-        return self._ids(self.telegram_allowed_users)
-
-    @property
-    def telegram_allowed_chat_ids(self) -> frozenset[int]:
-        return self._ids(self.telegram_allowed_chats)
-
-    @property
-    def telegram_admin_ids(self) -> frozenset[int]:
-        return self._ids(self.telegram_admins)
-
-    @property
-    def discord_guild_id_list(self) -> frozenset[int]:
-        return self._ids(self.discord_guild_ids)
-
-    @property
-    def discord_allowed_guild_ids(self) -> frozenset[int]:
-        return self._ids(self.discord_allowed_guilds)
-
-    @property
-    def discord_allowed_role_ids(self) -> frozenset[int]:
-        return self._ids(self.discord_allowed_roles)
-
-    @property
-    def discord_admin_ids(self) -> frozenset[int]:
-        return self._ids(self.discord_admins)
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
@@ -185,14 +168,6 @@ class Settings(BaseSettings):
                 f"PARLEY_MAX_REPLY_TOKENS ({self.max_reply_tokens}) must be smaller than "
                 f"PARLEY_CONTEXT_TOKENS ({self.context_tokens})"
             )
-        for name in (
-            "telegram_allowed_users", "telegram_allowed_chats", "telegram_admins",
-            "discord_guild_ids", "discord_allowed_guilds", "discord_allowed_roles", "discord_admins",
-        ):  # fmt: skip
-            try:
-                self._ids(getattr(self, name))
-            except ValueError:
-                raise ValueError(f"{name.upper()} must be comma-separated numeric ids") from None
         if self.api_port and not self.api_key_list and self.api_host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(
                 f"PARLEY_API_HOST={self.api_host} would expose the API without keys: set PARLEY_API_KEYS, "

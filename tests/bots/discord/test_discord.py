@@ -37,7 +37,7 @@ async def test_slash_ask_defers_then_answers(dc: FakeDiscord, bot: DiscordBot) -
     g = await _guild(dc, "Server")
     ann = _member(dc, g, "ann")
     assert {c["name"] for c in dc.commands[None]} >= {"ask", "chat", "new", "system", "retry", "stop", "usage",
-                                                       "forget", "model", "help"}  # fmt: skip
+                                                       "forget", "model", "about", "help"}  # fmt: skip
     ask = await dc.slash(g.channel_id, ann, "ask", {"prompt": "hello there"})
     await dc.wait_for(lambda: "echo 1: Ann: hello there" in ask.text)
     assert ask.response_type == 5  # deferred first: generation may take longer than 3 s
@@ -240,6 +240,10 @@ async def test_commands(dc: FakeDiscord, bot: DiscordBot, fast_engine: Engine) -
 
     assert (await run(ann, "help"))[1]
     assert fast_engine.model.name in (await run(ann, "model"))[0]
+    about, private = await run(ann, "about")
+    assert "Up for" in about
+    assert fast_engine.model.name in about
+    assert private
     text, private = await run(ann, "system", {"persona": "You are evil."})
     assert "Only members who can manage" in text
     assert private
@@ -299,7 +303,7 @@ async def test_invalid_token_stops_with_a_clear_message(dc: FakeDiscord, fast_en
 async def test_commands_sync_to_listed_guilds_instantly(dc: FakeDiscord, fast_engine: Engine,
                                                         dc_settings: Settings) -> None:  # fmt: skip
     g = dc.guild("Server")
-    settings = dc_settings.model_copy(update={"discord_guild_ids": str(g.id)})
+    settings = dc_settings.model_copy(update={"discord_guild_ids": frozenset({g.id})})
     async with DiscordBot(fast_engine, settings, edit_interval=0.02, guild_ready_timeout=0.05):
         assert "ask" in {c["name"] for c in dc.commands[g.id]}
         ann = _member(dc, g, "ann")
@@ -313,7 +317,7 @@ async def test_access_lists(dc: FakeDiscord, fast_engine: Engine, dc_settings: S
     ann, eve = dc.user("ann"), dc.user("eve")
     dc.add_member(g.id, ann, roles=[role])
     dc.add_member(g.id, eve)
-    settings = dc_settings.model_copy(update={"discord_allowed_roles": str(role)})
+    settings = dc_settings.model_copy(update={"discord_allowed_roles": frozenset({role})})
     async with DiscordBot(fast_engine, settings, edit_interval=0.02, guild_ready_timeout=0.05):
         refused = await dc.slash(g.channel_id, eve, "ask", {"prompt": "let me in"})
         await refused.wait_done()

@@ -97,7 +97,7 @@ async def test_commands(tg: FakeTelegram, bot: TelegramBot, fast_engine: Engine)
     ann = tg.user("Ann")
     chat = tg.private_chat(ann)
     registered = {c["command"] for c in tg.calls_to("setMyCommands")[0]["commands"]}
-    assert {"ask", "new", "retry", "stop", "system", "usage", "forget", "model", "help"} <= registered
+    assert {"ask", "new", "retry", "stop", "system", "usage", "forget", "model", "about", "help"} <= registered
 
     async def say(text: str, expect: str) -> str:
         tg.user_says(chat, ann, text)
@@ -107,6 +107,10 @@ async def test_commands(tg: FakeTelegram, bot: TelegramBot, fast_engine: Engine)
     await say("/help", "/retry")
     await say("/ask", "Ask me something after the command")
     await say("/model", fast_engine.model.name)
+    about = await say("/about", "Up for")
+    assert "Parley " in about
+    assert fast_engine.model.name in about
+    assert "no knowledge base or web search" in about
     await say("/system You are a pirate.", "Persona set")
     await say("/system", "You are a pirate.")
     assert "You are a pirate." in "".join(m.text for m in tg.messages(chat))
@@ -346,7 +350,7 @@ async def test_invalid_token_stops_with_a_clear_message(tg: FakeTelegram, tg_set
 
 async def test_access_lists_refuse_politely(tg: FakeTelegram, tg_settings: Settings, fast_engine: Engine) -> None:
     ann, eve = tg.user("Ann"), tg.user("Eve")
-    settings = tg_settings.model_copy(update={"telegram_allowed_users": str(ann["id"])})
+    settings = tg_settings.model_copy(update={"telegram_allowed_users": frozenset({ann["id"]})})
     async with TelegramBot(fast_engine, settings, private_interval=0.02):
         tg.user_says(tg.private_chat(eve), eve, "let me in")
         await tg.wait_for_message(tg.private_chat(eve), "private assistant")

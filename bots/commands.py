@@ -1,0 +1,157 @@
+"""The commands every front end offers, written once: who may run each, what it changes through the engine,
+and what it answers. A front end turns its platform's input into a ``Place`` (and the command's
+arguments), calls the command, and renders the ``Answer``: Telegram replies, Discord answers privately
+(ephemeral) unless the answer is for everyone, the terminal prints it. Refusals and outages raise
+``ParleyError``; each front end turns those into text in its one error funnel (``replies.explain``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from bots.replies import limits_text, parse_limit, usage_text
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+
+# name -> what it does, as menus and help texts show it. A front end registers the ones it offers.
+COMMANDS: dict[str, str] = {
+    "ask": "Ask me something (in groups and channels: /ask your question)",
+    "chat": "Open a thread and talk there",
+    "new": "Start the conversation over",
+    "retry": "Answer the last question again",
+    "stop": "Stop the answer being written",
+    "system": "Show or set this conversation's persona",
+    "usage": "Your usage and what is left",
+    "limits": "Show or set this chat's limits (admins)",
+    "forget": "Erase what I store about you (admins: this whole chat)",
+    "model": "Which model answers",
+    "about": "Version, model, uptime and sources",
+    "help": "How to talk to me",
+}
+INTRO = "I'm Parley, a chat assistant running its own language model."
+
+
+def help_lines(names: Iterable[str], *, prefix: str = "/") -> str:
+    return "\n".join(f"{prefix}{name} – {COMMANDS[name]}" for name in names)  # noqa: RUF001
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How a platform names a shared chat and the people who may change its settings."""
+
+    chat: str  # "group", "channel"
+    threads: str  # its sub-conversations: "topics", "threads"
+    admins: str  # who may change its settings: "the group's admins", "members who can manage this server"
+    an_admin: str  # one of them: "an admin", "a manager"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a command was given, and by whom."""
+
+    key: ConversationKey  # the conversation it was given in (its ``chat`` is the chat its limits belong to)
+    person: str
+    private: bool  # a chat of one person: a DM, a private chat, the terminal
+    is_admin: Callable[[], Awaitable[bool]]  # asked only when a command needs it (Telegram asks its API)
+    wording: Wording
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    public: bool = False  # for everyone in the chat (Discord posts it; otherwise only the caller sees it)
+
+
+class Commands:
+    """One front end's commands: the engine, and the help text the front end shows."""
+
+    def __init__(self, engine: Engine, help_text: str) -> None:
+        self.engine = engine
+        self.help_text = help_text
+        self.started = time.monotonic()
+
+    async def help(self, place: Place) -> Answer:
+        return Answer(self.help_text)
+
+    async def _may_change(self, place: Place) -> bool:
+        return place.private or await place.is_admin()
+
+    async def new(self, place: Place) -> Answer:
+        await self.engine.reset(place.key)
+        return Answer("Started over: I've forgotten our earlier messages here.", public=True)
+
+    async def stop(self, place: Place) -> Answer:
+        stopped = self.engine.stop(place.key)
+        return Answer("Stopped." if stopped else "I'm not writing anything here right now.")
+
+    async def system(self, place: Place, text: str | None) -> Answer:
+        """Show the persona (no text), set it, or with ``-`` restore the default."""
+        if not text or not text.strip():
+            return Answer(f"This conversation's persona:\n{await self.engine.persona(place.key)}")
+        if not await self._may_change(place):
+            return Answer(f"Only {place.wording.admins} can change the persona here.")
+        persona = await self.engine.set_persona(place.key, None if text.strip() == "-" else text)
+        return Answer(f"Persona set:\n{persona}", public=True)
+
+    async def usage(self, place: Place) -> Answer:
+        used = await self.engine.person_usage(place.key.platform, place.person)
+        left = await self.engine.limits_left(place.key.platform, place.person, place.key.chat)
+        return Answer(usage_text(used, left))
+
+    async def limits(self, place: Place, requests_per_minute: str | None, tokens_per_day: str | None) -> Answer:
+        """Show the chat's limits, or (admins) set them: a number (0 = unlimited), ``-`` for the default."""
+        platform, chat = place.key.platform, place.key.chat
+        if requests_per_minute is not None or tokens_per_day is not None:
+            if not await self._may_change(place):
+                return Answer(f"Only {place.wording.admins} can change its limits.")
+            try:
+                rpm, tpd = parse_limit(requests_per_minute), parse_limit(tokens_per_day)
+            except ValueError as exc:
+                return Answer(f"Usage: /limits REQUESTS_PER_MINUTE [TOKENS_PER_DAY]: {exc}.")
+            await self.engine.set_chat_limits(platform, chat, requests_per_minute=rpm, tokens_per_day=tpd)
+        return Answer(limits_text(*await self.engine.chat_limits(platform, chat)))
+
+    async def forget(self, place: Place) -> Answer:
+        """Private chat: the person and the whole chat. Admins: the whole shared chat (threads too) and
+        their usage. Anyone else: their usage (a shared conversation is not theirs alone to erase)."""
+        platform, person = place.key.platform, place.person
+        if place.private:
+            await self.engine.forget_person(platform, person, private=place.key)
+            return Answer("Done: I've erased our conversation and your usage.")
+        if await place.is_admin():
+            await self.engine.forget_person(platform, person)
+            await self.engine.forget_chat(platform, place.key.chat)
+            words = place.wording
+            return Answer(
+                f"Done: I've erased this {words.chat}'s conversations ({words.threads} included) and your usage."
+            )
+        await self.engine.forget_person(platform, person)
+        return Answer(
+            f"Done: I've erased your usage. This {place.wording.chat}'s conversation is shared; "
+            f"{place.wording.an_admin} can /forget it."
+        )
+
+    async def model(self, place: Place) -> Answer:
+        return Answer(f"Answering with {self.engine.model_summary()}.")
+
+    async def about(self, place: Place) -> Answer:
+        try:
+            version = importlib.metadata.version("parley")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return Answer(
+            f"Parley {version}, answering with {self.engine.model_summary()}.\n"
+            f"Up for {_duration(time.monotonic() - self.started)}.\n"
+            "Sources: no knowledge base or web search is configured, so answers come from the model alone."
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days} d {hours % 24} h"
+    if hours:
+        return f"{hours} h {minutes % 60} min"
+    return f"{minutes} min"
