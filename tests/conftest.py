@@ -22,6 +22,7 @@ from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
 from engine.runtime.redis import connect
 from engine.runtime.settings import Settings, load_settings
+from tests.fakes.model import tiny_model as tiny
 from tests.redis_process import RedisProcess
 
 CONTEXT_TOKENS = 2048
@@ -43,8 +44,16 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """The same cache as `make run` uses, so the conversion happens once per machine."""
-    return Path(os.environ.get("PARLEY_TEST_MODELS_DIR") or load_settings().models_path)
+    """A model cache of the checkout's own (ignored by git), so the conversion happens once per checkout
+    and nothing is written into the user's own data directory."""
+    default = Path(__file__).resolve().parent.parent / ".cache" / "test-models"
+    return Path(os.environ.get("PARLEY_TEST_MODELS_DIR") or default)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """Tokenizer and chat template only: for the tests where a scripted generator answers."""
+    return tiny(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="session")

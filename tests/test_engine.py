@@ -16,7 +16,7 @@ from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
 from engine.runtime.settings import Settings
-from tests.model.test_scheduler import _until_busy
+from tests.model.support import until_busy
 
 
 async def _run(engine: Engine, request: ChatRequest, **kw: object) -> tuple[list[object], Reply]:
@@ -206,7 +206,7 @@ async def test_a_request_waiting_for_a_free_row_is_told_its_place(
         cancel = threading.Event()
         long = ChatRequest(busy, "Tell me a long story about a dragon.", params=SamplingParams(max_tokens=300))
         first = asyncio.create_task(_run(engine, long, cancel=cancel))
-        await _until_busy(gen)  # the only row is taken
+        await until_busy(gen)  # the only row is taken
         waiting = asyncio.create_task(_run(engine, ChatRequest(key, "Hi!", params=SamplingParams(max_tokens=4))))
         await asyncio.sleep(0.3)
         third = ConversationKey(platform="test", chat=key.chat + "-third", user="carol")

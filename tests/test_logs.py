@@ -74,9 +74,9 @@ def test_text_lines_name_the_request_too() -> None:
     assert after.endswith(" INFO parley.test: after")
 
 
-async def test_engine_log_lines_carry_the_message_id(settings: Settings, store: Store, model: LoadedModel) -> None:
+async def test_engine_log_lines_carry_the_message_id(settings: Settings, store: Store, tiny_model: LoadedModel) -> None:
     moderated = settings.model_copy(update={"moderation": "tests.fakes.moderation:flag_forbidden"})
-    engine = Engine(moderated, store, ScriptedGenerator(model), model)  # type: ignore[arg-type]
+    engine = Engine(moderated, store, ScriptedGenerator(tiny_model), tiny_model)  # type: ignore[arg-type]
     key = ConversationKey("test", "logs", user="ann")
     with captured("json") as out, pytest.raises(Refused):
         async for _ in engine.chat(ChatRequest(key, "something forbidden", message_id="tg:42:7")):

@@ -25,13 +25,13 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def scripted(model: LoadedModel) -> ScriptedGenerator:
-    return ScriptedGenerator(model, delay=0.01)
+def scripted(tiny_model: LoadedModel) -> ScriptedGenerator:
+    return ScriptedGenerator(tiny_model, delay=0.01)
 
 
 @pytest.fixture
-def fast_engine(settings: Settings, store: Store, scripted: ScriptedGenerator, model: LoadedModel) -> Engine:
-    return Engine(settings, store, scripted, model)  # type: ignore[arg-type]
+def fast_engine(settings: Settings, store: Store, scripted: ScriptedGenerator, tiny_model: LoadedModel) -> Engine:
+    return Engine(settings, store, scripted, tiny_model)  # type: ignore[arg-type]
 
 
 async def test_a_chat_is_counted_timed_and_tagged(fast_engine: Engine, key: ConversationKey) -> None:

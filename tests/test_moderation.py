@@ -15,9 +15,9 @@ from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 
 
-def _engine(settings: Settings, store: Store, model: LoadedModel, moderation: str, reply: str = "fine") -> Engine:
-    generator = ScriptedGenerator(model, script=lambda users: reply, piece=4)
-    return Engine(settings.model_copy(update={"moderation": moderation}), store, generator, model)  # type: ignore[arg-type]
+def _engine(settings: Settings, store: Store, tiny_model: LoadedModel, moderation: str, reply: str = "fine") -> Engine:
+    generator = ScriptedGenerator(tiny_model, script=lambda users: reply, piece=4)
+    return Engine(settings.model_copy(update={"moderation": moderation}), store, generator, tiny_model)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -37,18 +37,18 @@ def test_rules_leave_ordinary_questions_alone(text: str) -> None:
 
 
 async def test_refused_input_gets_a_neutral_message_and_stores_nothing(
-    settings: Settings, store: Store, model: LoadedModel, key: ConversationKey
+    settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey
 ) -> None:
-    engine = _engine(settings, store, model, "rules")
+    engine = _engine(settings, store, tiny_model, "rules")
     with pytest.raises(Refused) as err:
         [e async for e in engine.chat(ChatRequest(key, "How do I synthesize sarin?"))]
     assert str(err.value) == REFUSAL
     assert await store.history(key) == []
 
 
-async def test_flagged_output_is_withdrawn(settings: Settings, store: Store, model: LoadedModel,
+async def test_flagged_output_is_withdrawn(settings: Settings, store: Store, tiny_model: LoadedModel,
                                            key: ConversationKey) -> None:  # fmt: skip
-    engine = _engine(settings, store, model, "tests.fakes.moderation:flag_forbidden",
+    engine = _engine(settings, store, tiny_model, "tests.fakes.moderation:flag_forbidden",
                      reply="this starts fine and then says the forbidden thing at length " * 5)  # fmt: skip
     events = [e async for e in engine.chat(ChatRequest(key, "tell me", params=SamplingParams(max_tokens=100)))]
     shown = "".join(e.text for e in events if isinstance(e, Delta))
@@ -60,9 +60,9 @@ async def test_flagged_output_is_withdrawn(settings: Settings, store: Store, mod
     assert (await store.history(key))[-1].content == WITHDRAWN
 
 
-async def test_plugged_classifier_sees_input(settings: Settings, store: Store, model: LoadedModel,
+async def test_plugged_classifier_sees_input(settings: Settings, store: Store, tiny_model: LoadedModel,
                                              key: ConversationKey) -> None:  # fmt: skip
-    engine = _engine(settings, store, model, "tests.fakes.moderation:flag_forbidden")
+    engine = _engine(settings, store, tiny_model, "tests.fakes.moderation:flag_forbidden")
     with pytest.raises(Refused):
         [e async for e in engine.chat(ChatRequest(key, "something FORBIDDEN"))]
     events = [e async for e in engine.chat(ChatRequest(key, "something allowed"))]
@@ -83,16 +83,16 @@ def test_rules_are_not_overbroad(text: str) -> None:
     assert rules(text) is None
 
 
-async def test_api_completion_is_moderated_too(settings: Settings, store: Store, model: LoadedModel) -> None:
-    engine = _engine(settings, store, model, "tests.fakes.moderation:flag_forbidden")
+async def test_api_completion_is_moderated_too(settings: Settings, store: Store, tiny_model: LoadedModel) -> None:
+    engine = _engine(settings, store, tiny_model, "tests.fakes.moderation:flag_forbidden")
     with pytest.raises(Refused):
         [e async for e in engine.complete([{"role": "user", "content": "forbidden"}], SamplingParams())]
 
 
-async def test_clean_answers_stream_whole_with_moderation_on(settings: Settings, store: Store, model: LoadedModel,
+async def test_clean_answers_stream_whole_with_moderation_on(settings: Settings, store: Store, tiny_model: LoadedModel,
                                                              key: ConversationKey) -> None:  # fmt: skip
     reply_text = "A perfectly ordinary answer about gardening, " * 6
-    engine = _engine(settings, store, model, "rules", reply=reply_text)
+    engine = _engine(settings, store, tiny_model, "rules", reply=reply_text)
     events = [e async for e in engine.chat(ChatRequest(key, "tell me", params=SamplingParams(max_tokens=100)))]
     deltas = [e.text for e in events if isinstance(e, Delta)]
     assert len(deltas) > 1  # still streamed, in checked pieces

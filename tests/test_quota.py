@@ -18,8 +18,8 @@ from engine.runtime.settings import Settings
 from tests.fakes.generator import ScriptedGenerator
 
 
-def _engine(settings: Settings, store: Store, model: LoadedModel, **limits: int) -> Engine:
-    return Engine(settings.model_copy(update=limits), store, ScriptedGenerator(model), model)  # type: ignore[arg-type]
+def _engine(settings: Settings, store: Store, tiny_model: LoadedModel, **limits: int) -> Engine:
+    return Engine(settings.model_copy(update=limits), store, ScriptedGenerator(tiny_model), tiny_model)  # type: ignore[arg-type]
 
 
 async def _ask(engine: Engine, key: ConversationKey, person: str, *, exempt: bool = False) -> Reply:
@@ -29,9 +29,9 @@ async def _ask(engine: Engine, key: ConversationKey, person: str, *, exempt: boo
     return reply
 
 
-async def test_person_requests_per_minute(settings: Settings, store: Store, model: LoadedModel,
+async def test_person_requests_per_minute(settings: Settings, store: Store, tiny_model: LoadedModel,
                                           shared_key: ConversationKey, redis: Redis) -> None:  # fmt: skip
-    engine = _engine(settings, store, model, person_requests_per_minute=3, chat_requests_per_minute=0)
+    engine = _engine(settings, store, tiny_model, person_requests_per_minute=3, chat_requests_per_minute=0)
     person = f"p-{shared_key.chat}"
     for _ in range(3):
         await _ask(engine, shared_key, person)
@@ -47,9 +47,9 @@ async def test_person_requests_per_minute(settings: Settings, store: Store, mode
         assert await redis.ttl(k) > 0, k
 
 
-async def test_chat_requests_per_minute_and_override(settings: Settings, store: Store, model: LoadedModel,
+async def test_chat_requests_per_minute_and_override(settings: Settings, store: Store, tiny_model: LoadedModel,
                                                      shared_key: ConversationKey) -> None:  # fmt: skip
-    engine = _engine(settings, store, model, person_requests_per_minute=0, chat_requests_per_minute=2)
+    engine = _engine(settings, store, tiny_model, person_requests_per_minute=0, chat_requests_per_minute=2)
     await _ask(engine, shared_key, "a")
     await _ask(engine, shared_key, "b")
     with pytest.raises(QuotaExceeded, match="per minute in this chat"):
@@ -61,8 +61,8 @@ async def test_chat_requests_per_minute_and_override(settings: Settings, store: 
     assert (await engine.chat_limits("test", shared_key.chat))[0] == 2
 
 
-async def test_tokens_per_day(settings: Settings, store: Store, model: LoadedModel, key: ConversationKey) -> None:
-    engine = _engine(settings, store, model, person_tokens_per_day=30, chat_tokens_per_day=0)
+async def test_tokens_per_day(settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey) -> None:
+    engine = _engine(settings, store, tiny_model, person_tokens_per_day=30, chat_tokens_per_day=0)
     person = f"t-{key.chat}"
     first = await _ask(engine, key, person)
     assert first.prompt_tokens + first.completion_tokens >= 30  # one answer spends the day's allowance
@@ -73,9 +73,9 @@ async def test_tokens_per_day(settings: Settings, store: Store, model: LoadedMod
         await _ask(engine, key, person)
 
 
-async def test_concurrent_requests_never_exceed_the_limit(settings: Settings, store: Store, model: LoadedModel,
+async def test_concurrent_requests_never_exceed_the_limit(settings: Settings, store: Store, tiny_model: LoadedModel,
                                                           shared_key: ConversationKey) -> None:  # fmt: skip
-    engine = _engine(settings, store, model, person_requests_per_minute=0, chat_requests_per_minute=5)
+    engine = _engine(settings, store, tiny_model, person_requests_per_minute=0, chat_requests_per_minute=5)
     admitted = 0
 
     async def one(i: int) -> None:
@@ -90,9 +90,9 @@ async def test_concurrent_requests_never_exceed_the_limit(settings: Settings, st
     assert admitted == 5
 
 
-async def test_forget_erases_quota_counters(settings: Settings, store: Store, model: LoadedModel,
+async def test_forget_erases_quota_counters(settings: Settings, store: Store, tiny_model: LoadedModel,
                                             key: ConversationKey, redis: Redis) -> None:  # fmt: skip
-    engine = _engine(settings, store, model)
+    engine = _engine(settings, store, tiny_model)
     person = f"f-{key.chat}"
     await _ask(engine, key, person)
     assert [k async for k in redis.scan_iter(match=f"*{person}*")]
@@ -103,9 +103,9 @@ async def test_forget_erases_quota_counters(settings: Settings, store: Store, mo
 
 
 @pytest.mark.parametrize("bad", [-5, 10**12])
-async def test_bad_limits_are_refused(settings: Settings, store: Store, model: LoadedModel, bad: int) -> None:
+async def test_bad_limits_are_refused(settings: Settings, store: Store, tiny_model: LoadedModel, bad: int) -> None:
     from engine.errors import InputRejected
 
-    engine = _engine(settings, store, model)
+    engine = _engine(settings, store, tiny_model)
     with pytest.raises(InputRejected, match="whole number"):
         await engine.set_chat_limits("test", "c", requests_per_minute=bad, tokens_per_day=KEEP)

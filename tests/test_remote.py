@@ -34,6 +34,7 @@ from engine.scaleout.jobs import DEAD_JOBS, GROUP, JOBS, REPLY_TTL, WORKERS, job
 from engine.scaleout.remote import RemoteGenerator
 from engine.scaleout.worker import Worker
 from tests.fakes.generator import ScriptedGenerator
+from tests.model.support import prompt_ids
 from tests.redis_process import RedisProcess, free_port
 
 LONG_QUESTION = "Write a long story about a dragon who learns to bake bread. Describe every step."
@@ -57,11 +58,6 @@ async def redis(jobs_redis: RedisProcess) -> AsyncIterator[Redis]:
 @pytest.fixture
 def store(redis: Redis) -> Store:
     return Store(redis, ttl=3600, window=200)
-
-
-def prompt_ids(model: LoadedModel, question: str) -> list[int]:
-    text = model.template.render([{"role": "user", "content": question}], add_generation_prompt=True)
-    return list(model.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[str, Finished]:

@@ -17,8 +17,8 @@ from tests.logcapture import on_root_logger
 
 
 @pytest.fixture
-def scripted(model: LoadedModel) -> ScriptedGenerator:
-    return ScriptedGenerator(model)
+def scripted(tiny_model: LoadedModel) -> ScriptedGenerator:
+    return ScriptedGenerator(tiny_model)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bots.text.discord_md import DISCORD_LIMIT, discord_messages, sanitize_discord
-from tests.bots.test_split import markdown_text
+from tests.bots.markdown import markdown_text
 
 Z = "\u200b"
 

@@ -14,7 +14,7 @@ from bots.text.telegram_html import (
     telegram_visible_length,
     to_telegram_html,
 )
-from tests.bots.test_split import markdown_text
+from tests.bots.markdown import markdown_text
 
 _ATTRIBUTES = {"a": {"href"}, "code": {"class"}}
 

@@ -17,17 +17,13 @@ from engine.model.catalog import builtin_gguf
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
+from tests.model.support import collect, prompt_ids
 
 PROMPTS = [
     "What is the capital of France? Answer in one sentence.",
     "Write a haiku about autumn leaves.",
     "List three prime numbers and explain why they are prime.",
 ]
-
-
-def _ids(model: LoadedModel, text: str) -> list[int]:
-    rendered = model.template.render([{"role": "user", "content": text}])
-    return list(model.tokenizer.encode(rendered, add_special_tokens=False).ids)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +70,7 @@ def test_greedy_equals_the_reference(which: str, request: pytest.FixtureRequest,
     model: LoadedModel = request.getfixturevalue(which)
     runner = OnnxRunner(model, device="cpu", max_len=512)
     for text in PROMPTS:
-        prompt = _ids(model, text)
+        prompt = prompt_ids(model, text)
         ours = _onnx_greedy(runner, prompt, 32)
         theirs = _reference_greedy(reference, prompt, 32, model.config.eos_token_ids)
         assert ours == theirs, text
@@ -82,7 +78,7 @@ def test_greedy_equals_the_reference(which: str, request: pytest.FixtureRequest,
 
 def test_logits_only_where_asked_match_all_logits(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=512)
-    prompt = _ids(model, PROMPTS[1])
+    prompt = prompt_ids(model, PROMPTS[1])
     every = runner.teacher_forced_logits(prompt)
     assert every.shape == (len(prompt), model.config.vocab_size)
     runner.reset()
@@ -92,7 +88,7 @@ def test_logits_only_where_asked_match_all_logits(model: LoadedModel) -> None:
 
 def test_chunked_prefill_equals_one_pass(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=512)
-    prompt = _ids(model, PROMPTS[2])
+    prompt = prompt_ids(model, PROMPTS[2])
     assert _onnx_greedy(runner, prompt, 12) == _onnx_greedy_chunked(runner, prompt, 12)
 
 
@@ -106,34 +102,23 @@ def _onnx_greedy_chunked(runner: OnnxRunner, prompt: list[int], n: int) -> list[
     return out
 
 
-async def _collect(gen: Generator, prompt: list[int], params: SamplingParams, **kw: Any) -> tuple[str, Finished]:
-    parts: list[str] = []
-    async for event in gen.stream(prompt, params, **kw):
-        if isinstance(event, Delta):
-            parts.append(event.text)
-        else:
-            assert isinstance(event, Finished)
-            return "".join(parts), event
-    raise AssertionError("no Finished event")
-
-
 async def test_answers_paris(generator: Generator, model: LoadedModel) -> None:
-    text, fin = await _collect(generator, _ids(model, PROMPTS[0]), SamplingParams(max_tokens=32))
+    text, fin = await collect(generator, prompt_ids(model, PROMPTS[0]), SamplingParams(max_tokens=32))
     assert "Paris" in text
     assert fin.finish_reason == "stop"
     assert fin.text == text
 
 
 async def test_deltas_concatenate_to_final_text_with_unicode(generator: Generator, model: LoadedModel) -> None:
-    prompt = _ids(model, "Répète exactement: « Café crème 🎉 naïve 日本 »")
-    text, fin = await _collect(generator, prompt, SamplingParams(max_tokens=40))
+    prompt = prompt_ids(model, "Répète exactement: « Café crème 🎉 naïve 日本 »")
+    text, fin = await collect(generator, prompt, SamplingParams(max_tokens=40))
     assert text == fin.text
     assert "\ufffd" not in text
 
 
 async def test_max_tokens_is_honoured(generator: Generator, model: LoadedModel) -> None:
-    text, fin = await _collect(
-        generator, _ids(model, "Tell me a long story about a dragon."), SamplingParams(max_tokens=5)
+    text, fin = await collect(
+        generator, prompt_ids(model, "Tell me a long story about a dragon."), SamplingParams(max_tokens=5)
     )
     assert fin.completion_tokens == 5
     assert fin.finish_reason == "length"
@@ -141,27 +126,27 @@ async def test_max_tokens_is_honoured(generator: Generator, model: LoadedModel) 
 
 
 async def test_stop_string_ends_the_reply(generator: Generator, model: LoadedModel) -> None:
-    prompt = _ids(model, PROMPTS[0])
-    full, _ = await _collect(generator, prompt, SamplingParams(max_tokens=32))
+    prompt = prompt_ids(model, PROMPTS[0])
+    full, _ = await collect(generator, prompt, SamplingParams(max_tokens=32))
     word = full.split()[2]
-    text, fin = await _collect(generator, prompt, SamplingParams(max_tokens=32, stop=(word,)))
+    text, fin = await collect(generator, prompt, SamplingParams(max_tokens=32, stop=(word,)))
     assert fin.finish_reason == "stop"
     assert word not in text
     assert full.startswith(text)
 
 
 async def test_greedy_is_deterministic_and_seeded_sampling_reproduces(generator: Generator, model: LoadedModel) -> None:
-    prompt = _ids(model, PROMPTS[1])
-    greedy = [await _collect(generator, prompt, SamplingParams(max_tokens=16)) for _ in range(2)]
+    prompt = prompt_ids(model, PROMPTS[1])
+    greedy = [await collect(generator, prompt, SamplingParams(max_tokens=16)) for _ in range(2)]
     assert greedy[0][0] == greedy[1][0]
     sampled = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, top_k=40, seed=1234)
-    a, b = (await _collect(generator, prompt, sampled))[0], (await _collect(generator, prompt, sampled))[0]
+    a, b = (await collect(generator, prompt, sampled))[0], (await collect(generator, prompt, sampled))[0]
     assert a == b
 
 
 async def test_cancel_stops_early_and_frees_the_worker(generator: Generator, model: LoadedModel) -> None:
     cancel = threading.Event()
-    prompt = _ids(model, "Tell me a long story about a dragon.")
+    prompt = prompt_ids(model, "Tell me a long story about a dragon.")
     parts = 0
     fin: Finished | None = None
     async for event in generator.stream(prompt, SamplingParams(max_tokens=400), cancel=cancel):
@@ -175,19 +160,21 @@ async def test_cancel_stops_early_and_frees_the_worker(generator: Generator, mod
     assert fin.finish_reason == "cancelled"
     assert fin.completion_tokens < 40
     # the worker is free again at once
-    text, _ = await asyncio.wait_for(_collect(generator, _ids(model, PROMPTS[0]), SamplingParams(max_tokens=8)), 60)
+    text, _ = await asyncio.wait_for(
+        collect(generator, prompt_ids(model, PROMPTS[0]), SamplingParams(max_tokens=8)), 60
+    )
     assert text
 
 
 async def test_abandoned_stream_stops_generation(generator: Generator, model: LoadedModel) -> None:
     before = generator.cancelled
-    prompt = _ids(model, "Tell me a long story about a dragon.")
+    prompt = prompt_ids(model, "Tell me a long story about a dragon.")
     stream = generator.stream(prompt, SamplingParams(max_tokens=400))
     async for _ in stream:
         break
     await stream.aclose()  # type: ignore[attr-defined]
     # The next request runs only after the worker has finished with the abandoned one.
-    text, _ = await _collect(generator, _ids(model, PROMPTS[0]), SamplingParams(max_tokens=4))
+    text, _ = await collect(generator, prompt_ids(model, PROMPTS[0]), SamplingParams(max_tokens=4))
     assert text
     assert generator.cancelled == before + 1  # it was cut short, not written out to 400 tokens
 
@@ -205,7 +192,7 @@ async def test_event_loop_keeps_running_during_generation(generator: Generator, 
             last = now
 
     task = asyncio.create_task(ticker())
-    await _collect(generator, _ids(model, "Tell me a long story about a dragon."), SamplingParams(max_tokens=64))
+    await collect(generator, prompt_ids(model, "Tell me a long story about a dragon."), SamplingParams(max_tokens=64))
     done.set()
     await task
     assert len(gaps) > 10
@@ -215,4 +202,4 @@ async def test_event_loop_keeps_running_during_generation(generator: Generator, 
 
 async def test_prompt_too_long_for_the_cache_is_refused(generator: Generator) -> None:
     with pytest.raises(ModelError, match="does not fit"):
-        await _collect(generator, [1] * (generator.context_tokens + 1), SamplingParams())
+        await collect(generator, [1] * (generator.context_tokens + 1), SamplingParams())

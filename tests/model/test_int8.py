@@ -16,8 +16,7 @@ from engine.model.convert.importer import import_model
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
-from tests.model.test_generator import _collect, _ids
-from tests.model.test_scheduler import QUESTIONS
+from tests.model.support import QUESTIONS, collect, prompt_ids
 
 PRECISION = "q4_1-int8"
 
@@ -51,7 +50,7 @@ def test_follows_the_exact_graph(int8_model: LoadedModel, model: LoadedModel) ->
     # argmaxes (97.7% agreement with the reference on the bench; without centred zero points, 94.5%).
     agree = total = 0
     for question in QUESTIONS[:3]:
-        prompt = _ids(model, question)
+        prompt = prompt_ids(model, question)
         runner = OnnxRunner(model, device="cpu", max_len=512)
         reply = [int(runner.prefill(prompt).argmax())]
         for _ in range(40):
@@ -73,10 +72,10 @@ async def int8_batched(int8_model: LoadedModel) -> AsyncIterator[Generator]:
 
 async def test_batched_greedy_equals_single_runs(int8_model: LoadedModel, int8_batched: Generator) -> None:
     params = [SamplingParams(max_tokens=8 + 6 * i) for i in range(len(QUESTIONS))]
-    prompts = [_ids(int8_model, q) for q in QUESTIONS]
+    prompts = [prompt_ids(int8_model, q) for q in QUESTIONS]
     async with Generator(OnnxRunner(int8_model, device="cpu", max_len=1024, rows=1)) as single_gen:
-        single = [await _collect(single_gen, p, sp) for p, sp in zip(prompts, params, strict=True)]
-    together = await asyncio.gather(*(_collect(int8_batched, p, sp) for p, sp in zip(prompts, params, strict=True)))
+        single = [await collect(single_gen, p, sp) for p, sp in zip(prompts, params, strict=True)]
+    together = await asyncio.gather(*(collect(int8_batched, p, sp) for p, sp in zip(prompts, params, strict=True)))
     assert "Paris" in single[0][0]
     if _has_vnni():
         assert [t for t, _ in together] == [t for t, _ in single]

@@ -16,16 +16,8 @@ from engine.errors import GeneratorBusy
 from engine.model.generator import Generator, ResidentCaches
 from engine.model.registry import LoadedModel
 from engine.model.runner import OnnxRunner
-from tests.model.test_generator import _collect, _ids
+from tests.model.support import QUESTIONS, collect, prompt_ids, until_busy
 
-QUESTIONS = [
-    "What is the capital of France? Answer in one sentence.",
-    "Write a haiku about autumn leaves.",
-    "List three prime numbers and explain why they are prime.",
-    "Why is the sky blue?",
-    "Give me two tips for learning to cook.",
-    "What do owls eat?",
-]
 GREEDY = SamplingParams(max_tokens=24)
 
 
@@ -46,21 +38,13 @@ async def _timed(gen: Generator, prompt: list[int], params: SamplingParams, **kw
     return times
 
 
-async def _until_busy(gen: Generator) -> None:
-    for _ in range(3000):
-        if gen.active:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the generator never took the request")
-
-
 async def test_batched_greedy_equals_single_runs(batched: Generator, generator: Generator, model: LoadedModel) -> None:
     # Different lengths: requests leave the batch at different steps and waiting ones take their rows.
     params = [SamplingParams(max_tokens=8 + 6 * i) for i in range(len(QUESTIONS))]
-    prompts = [_ids(model, q) for q in QUESTIONS]
-    single = [await _collect(generator, p, sp) for p, sp in zip(prompts, params, strict=True)]
+    prompts = [prompt_ids(model, q) for q in QUESTIONS]
+    single = [await collect(generator, p, sp) for p, sp in zip(prompts, params, strict=True)]
     before = dataclasses.replace(batched.time)
-    together = await asyncio.gather(*(_collect(batched, p, sp) for p, sp in zip(prompts, params, strict=True)))
+    together = await asyncio.gather(*(collect(batched, p, sp) for p, sp in zip(prompts, params, strict=True)))
     assert [t for t, _ in together] == [t for t, _ in single]
     assert [f.completion_tokens for _, f in together] == [f.completion_tokens for _, f in single]
     assert not batched.active
@@ -78,11 +62,11 @@ async def test_batched_greedy_equals_single_runs(batched: Generator, generator: 
 async def test_cancel_frees_the_row_at_once(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=512, rows=1)
     async with Generator(runner) as gen:
-        story = _ids(model, "Tell me a long story about a dragon.")
+        story = prompt_ids(model, "Tell me a long story about a dragon.")
         cancel = threading.Event()
-        first = asyncio.create_task(_collect(gen, story, SamplingParams(max_tokens=400), cancel=cancel))
-        await _until_busy(gen)
-        second = asyncio.create_task(_collect(gen, _ids(model, QUESTIONS[0]), GREEDY))
+        first = asyncio.create_task(collect(gen, story, SamplingParams(max_tokens=400), cancel=cancel))
+        await until_busy(gen)
+        second = asyncio.create_task(collect(gen, prompt_ids(model, QUESTIONS[0]), GREEDY))
         await asyncio.sleep(0.3)
         assert gen.stats()["waiting"] == 1  # the only row is taken
         cancel.set()
@@ -94,8 +78,8 @@ async def test_cancel_frees_the_row_at_once(model: LoadedModel) -> None:
 
 
 async def test_long_prompt_is_read_in_chunks_between_decode_steps(batched: Generator, model: LoadedModel) -> None:
-    story = _ids(model, "Tell me a long story about a dragon.")
-    long_question = _ids(model, "Summarise this: " + " ".join(f"item {i} is blue." for i in range(120)))
+    story = prompt_ids(model, "Tell me a long story about a dragon.")
+    long_question = prompt_ids(model, "Summarise this: " + " ".join(f"item {i} is blue." for i in range(120)))
     assert len(long_question) > 500
     decoding = asyncio.create_task(_timed(batched, story, SamplingParams(max_tokens=200)))
     await asyncio.sleep(1.0)  # the story is being written
@@ -111,14 +95,14 @@ async def test_long_prompt_is_read_in_chunks_between_decode_steps(batched: Gener
 async def test_full_queue_answers_busy_with_the_count(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=256, rows=1)
     async with Generator(runner, max_waiting=1) as gen:
-        prompt = _ids(model, "Tell me a long story about a dragon.")
+        prompt = prompt_ids(model, "Tell me a long story about a dragon.")
         cancel = threading.Event()
-        first = asyncio.create_task(_collect(gen, prompt, SamplingParams(max_tokens=200), cancel=cancel))
-        await _until_busy(gen)
-        second = asyncio.create_task(_collect(gen, prompt, SamplingParams(max_tokens=4)))
+        first = asyncio.create_task(collect(gen, prompt, SamplingParams(max_tokens=200), cancel=cancel))
+        await until_busy(gen)
+        second = asyncio.create_task(collect(gen, prompt, SamplingParams(max_tokens=4)))
         await asyncio.sleep(0.1)
         with pytest.raises(GeneratorBusy, match="1 requests are waiting"):
-            await _collect(gen, prompt, SamplingParams(max_tokens=4))
+            await collect(gen, prompt, SamplingParams(max_tokens=4))
         cancel.set()
         await first
         await second
@@ -137,16 +121,16 @@ def _follow_up(model: LoadedModel, question: str, answer: str, next_question: st
 async def test_follow_up_reuses_the_resident_cache_and_answers_as_a_cold_start(
     batched: Generator, generator: Generator, model: LoadedModel
 ) -> None:
-    first, _ = await _collect(batched, _ids(model, QUESTIONS[0]), GREEDY, cache_key="conv-a")
+    first, _ = await collect(batched, prompt_ids(model, QUESTIONS[0]), GREEDY, cache_key="conv-a")
     follow = _follow_up(model, QUESTIONS[0], first, "And of Italy?")
     # Other conversations use the rows in between: the follow-up must load its own cache back.
-    await asyncio.gather(*(_collect(batched, _ids(model, q), GREEDY) for q in QUESTIONS[2:6]))
+    await asyncio.gather(*(collect(batched, prompt_ids(model, q), GREEDY) for q in QUESTIONS[2:6]))
     reused, hits = batched.reused_tokens, batched.resident.hits
-    warm, _ = await _collect(batched, follow, GREEDY, cache_key="conv-a")
+    warm, _ = await collect(batched, follow, GREEDY, cache_key="conv-a")
     assert batched.resident.hits == hits + 1
     # Everything up to the end of the first answer came from the cache, not a new prefill.
-    assert batched.reused_tokens - reused >= len(_ids(model, QUESTIONS[0]))
-    cold, _ = await _collect(generator, follow, GREEDY)
+    assert batched.reused_tokens - reused >= len(prompt_ids(model, QUESTIONS[0]))
+    cold, _ = await collect(generator, follow, GREEDY)
     assert warm == cold
 
 
@@ -157,25 +141,25 @@ async def test_evicted_conversation_is_prefilled_again_with_the_same_answer(
     per_token = runner.bytes_per_token
     # Room for about one short conversation: the second evicts the first.
     async with Generator(runner, cache_bytes=per_token * 80) as gen:
-        first, _ = await _collect(gen, _ids(model, QUESTIONS[0]), GREEDY, cache_key="a")
-        await _collect(gen, _ids(model, QUESTIONS[3]), GREEDY, cache_key="b")
+        first, _ = await collect(gen, prompt_ids(model, QUESTIONS[0]), GREEDY, cache_key="a")
+        await collect(gen, prompt_ids(model, QUESTIONS[3]), GREEDY, cache_key="b")
         assert len(gen.resident) == 1
         assert gen.resident.bytes <= per_token * 80
         misses = gen.resident.misses
         follow = _follow_up(model, QUESTIONS[0], first, "And of Italy?")
-        again, _ = await _collect(gen, follow, GREEDY, cache_key="a")
+        again, _ = await collect(gen, follow, GREEDY, cache_key="a")
         assert gen.resident.misses == misses + 1
-    cold, _ = await _collect(generator, follow, GREEDY)
+    cold, _ = await collect(generator, follow, GREEDY)
     assert again == cold
 
 
 async def test_a_changed_history_reuses_only_the_common_prefix(batched: Generator, model: LoadedModel) -> None:
-    await _collect(batched, _ids(model, QUESTIONS[1]), GREEDY, cache_key="conv-b")
+    await collect(batched, prompt_ids(model, QUESTIONS[1]), GREEDY, cache_key="conv-b")
     # The stored answer differs from what was generated (e.g. moderated or edited): only the prefix
     # up to the difference is reused, and the answer is still the cold one.
     follow = _follow_up(model, QUESTIONS[1], "Something else entirely.", "Another one, please.")
     reused = batched.reused_tokens
-    warm, fin = await _collect(batched, follow, GREEDY, cache_key="conv-b")
+    warm, fin = await collect(batched, follow, GREEDY, cache_key="conv-b")
     assert 0 < batched.reused_tokens - reused < len(follow) - 8
     assert fin.finish_reason in ("stop", "length")
     assert warm
@@ -198,7 +182,7 @@ def test_resident_caches_evict_least_recently_used_within_budget() -> None:
 
 
 async def test_events_end_with_one_finished(batched: Generator, model: LoadedModel) -> None:
-    events = [e async for e in batched.stream(_ids(model, QUESTIONS[5]), GREEDY)]
+    events = [e async for e in batched.stream(prompt_ids(model, QUESTIONS[5]), GREEDY)]
     assert isinstance(events[-1], Finished)
     assert all(isinstance(e, Delta) for e in events[:-1])
 
@@ -218,7 +202,7 @@ def test_forgetting_drops_a_conversation_or_a_whole_chat() -> None:
 async def test_a_stopped_answer_keeps_no_cache(batched: Generator, model: LoadedModel) -> None:
     # /forget stops the answer and then drops the cache: the stopped answer must not put it back.
     cancel = threading.Event()
-    async for event in batched.stream(_ids(model, QUESTIONS[3]), GREEDY, cancel=cancel, cache_key="conv-stop"):
+    async for event in batched.stream(prompt_ids(model, QUESTIONS[3]), GREEDY, cancel=cancel, cache_key="conv-stop"):
         if isinstance(event, Delta):
             cancel.set()
         else:

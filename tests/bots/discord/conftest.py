@@ -35,8 +35,8 @@ def dc_settings(settings: Settings, dc: FakeDiscord) -> Settings:
 
 
 @pytest.fixture
-def fast_engine(dc_settings: Settings, store: Store, scripted: ScriptedGenerator, model: LoadedModel) -> Engine:
-    return Engine(dc_settings, store, scripted, model)  # type: ignore[arg-type]
+def fast_engine(dc_settings: Settings, store: Store, scripted: ScriptedGenerator, tiny_model: LoadedModel) -> Engine:
+    return Engine(dc_settings, store, scripted, tiny_model)  # type: ignore[arg-type]
 
 
 @pytest.fixture

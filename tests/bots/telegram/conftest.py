@@ -32,8 +32,8 @@ def tg_settings(settings: Settings, tg: FakeTelegram) -> Settings:
 
 
 @pytest.fixture
-def fast_engine(tg_settings: Settings, store: Store, scripted: ScriptedGenerator, model: LoadedModel) -> Engine:
-    return Engine(tg_settings, store, scripted, model)  # type: ignore[arg-type]
+def fast_engine(tg_settings: Settings, store: Store, scripted: ScriptedGenerator, tiny_model: LoadedModel) -> Engine:
+    return Engine(tg_settings, store, scripted, tiny_model)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from tests.redis_process import RedisProcess
 
 
 @pytest.mark.slow
-async def test_200_conversations_at_once(settings: Settings, model: LoadedModel) -> None:
+async def test_200_conversations_at_once(settings: Settings, tiny_model: LoadedModel) -> None:
     # Each conversation outgrows the 6-turn window: the later messages run on full windows.
-    row = await measure_load(settings, model, chats=200, messages=5, window=6)
+    row = await measure_load(settings, tiny_model, chats=200, messages=5, window=6)
     # measure_load asserts every message was answered exactly once, in order, with no error reply
     assert row["messages"] == 1000
     assert row["turns_stored_per_chat"] == 6  # trimmed to the window on write, read as a fixed window
@@ -39,14 +39,14 @@ async def test_200_conversations_at_once(settings: Settings, model: LoadedModel)
 
 @pytest.mark.slow
 async def test_redis_killed_and_restarted(
-    tmp_path: Path, tg: FakeTelegram, tg_settings: Settings, model: LoadedModel
+    tmp_path: Path, tg: FakeTelegram, tg_settings: Settings, tiny_model: LoadedModel
 ) -> None:
     server = RedisProcess(tmp_path, aof=True)  # AOF, fsync every second
     server.start()
     try:
         async with connect(server.url) as redis:
             settings = unlimited(tg_settings).model_copy(update={"redis_url": server.url})
-            engine = Engine(settings, Store(redis, ttl=3600, window=200), ScriptedGenerator(model), model)
+            engine = Engine(settings, Store(redis, ttl=3600, window=200), ScriptedGenerator(tiny_model), tiny_model)
             async with TelegramBot(engine, settings, private_interval=0.02, group_interval=0.02):
                 await _crash_and_recover(tg, server, engine)
     finally:
