@@ -55,3 +55,16 @@ class JobFailed(ParleyError):
 
 class NotReady(Exception):
     """A readiness check's answer: ``str(exc)`` says what is missing (not a person's error)."""
+
+
+class DocumentRejected(InputRejected):
+    """A document that cannot be read; the message says why, for the person who sent it."""
+
+
+class FetchError(ParleyError):
+    """A page could not be fetched; ``str(err)`` is a short reason ("timed out", "HTTP 404", ...)."""
+
+    def __init__(self, reason: str, url: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.url = url

@@ -1,0 +1,120 @@
+"""Ranking passages for a question with BM25, and telling a strong match from a weak one.
+
+BM25 scores only compare passages for one query: a score of 7 means nothing on its own, so it cannot tell
+"the documents answer this" from "a common word happened to match". For that, `coverage()` measures how
+much of the query a passage contains, each query term weighted by its IDF (rare, telling words count
+more, words the documents never use count most): a passage is a *strong* match when its coverage reaches
+``strong_coverage`` (half by default). A query none of whose words occur gets no hits at all ("nothing
+relevant"); one that only shares a common word with the documents gets hits that are all weak.
+
+Tokenisation is deliberately simple and language-agnostic: case-folded, accents removed (people often type
+French without them), runs of Unicode letters and digits, a tiny English and French stopword list, and a
+light plural fold (a final "s") that suits both languages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+
+import bm25s  # type: ignore[import-untyped]  # no type hints shipped (0.3)
+import numpy as np
+
+from engine.retrieval.passages import Passage
+
+STRONG_COVERAGE = 0.5
+
+# Only words so common that they carry no meaning in a question; a long list would drop real terms.
+_ENGLISH = (
+    "a about an and are as at be by can do does for from has have how i in is it many me much my of on or our"
+    " please that the there this to was we what when where which who why will with you your"
+)
+# Accents removed, as tokens are; the single letters come from elisions: l'adhésion, qu'il, c'est. The
+# question words are here because most French questions start with one ("comment" is also English, but
+# an English question about comments still has its other words).
+_FRENCH = (
+    "au aux avec c ce ces combien comment d dans de des du elle en est et il ils j je l la le les leur m ma mais"
+    " mes mon n ne nous ou par pas pour qu quel quelle quelles quels que qui s sa se ses son sur t ta te tes ton"
+    " tu un une vos votre vous y"
+)
+STOPWORDS = frozenset(_ENGLISH.split() + _FRENCH.split())
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; "_" splits like punctuation
+
+
+def tokenize(text: str) -> list[str]:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return [_fold_plural(word) for word in _WORD.findall(plain) if word not in STOPWORDS]
+
+
+def _fold_plural(word: str) -> str:
+    # "members"/"member", "membres"/"membre"; short words ("bus") and "-ss" ("class") are left alone.
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _indexed_text(passage: Passage) -> str:
+    # The headings above a passage often name its subject when its own text does not.
+    return f"{passage.title}\n{passage.section}\n{passage.text}"
+
+
+def _query_terms(query: str) -> list[str]:
+    return list(dict.fromkeys(tokenize(query)))  # each term once, in order: repeating a word is not asking more
+
+
+class PassageIndex:
+    """BM25 over a fixed set of passages (title, section path and text are all searched)."""
+
+    def __init__(self, passages: Iterable[Passage], *, strong_coverage: float = STRONG_COVERAGE) -> None:
+        if not 0.0 < strong_coverage <= 1.0:
+            raise ValueError("strong_coverage must be in (0, 1]")
+        self.passages = tuple(passages)
+        self.strong_coverage = strong_coverage
+        documents = [tokenize(_indexed_text(passage)) for passage in self.passages]
+        self._terms = [frozenset(document) for document in documents]
+        self._document_frequency = Counter(term for terms in self._terms for term in terms)
+        self._bm25 = bm25s.BM25()  # Lucene's variant, k1=1.5, b=0.75
+        if self._document_frequency:  # bm25s cannot index a corpus without a single term
+            self._bm25.index(documents, show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def search(self, query: str, k: int = 5, *, strong_only: bool = False) -> list[tuple[Passage, float]]:
+        """The best ``k`` passages sharing at least one term with the query, best first (ties in document
+        order); with ``strong_only``, the best ``k`` of those that are strong matches."""
+        terms = _query_terms(query)
+        known = [term for term in terms if term in self._document_frequency]
+        if not known or k <= 0:
+            return []
+        scores = np.asarray(self._bm25.get_scores(known), dtype=np.float64)
+        hits: list[tuple[Passage, float]] = []
+        for i in np.argsort(-scores, kind="stable"):
+            if scores[i] <= 0.0 or len(hits) == k:
+                break
+            if not strong_only or self._coverage(terms, self._terms[i]) >= self.strong_coverage:
+                hits.append((self.passages[i], float(scores[i])))
+        return hits
+
+    def coverage(self, query: str, passage: Passage) -> float:
+        """The IDF-weighted share of the query's terms that occur in the passage, from 0 to 1."""
+        return self._coverage(_query_terms(query), frozenset(tokenize(_indexed_text(passage))))
+
+    def is_strong(self, query: str, passage: Passage) -> bool:
+        return self.coverage(query, passage) >= self.strong_coverage
+
+    def _coverage(self, terms: list[str], present: frozenset[str]) -> float:
+        if not terms:
+            return 0.0
+        weights = {term: self._idf(term) for term in terms}
+        return sum(weight for term, weight in weights.items() if term in present) / sum(weights.values())
+
+    def _idf(self, term: str) -> float:
+        # Lucene's IDF, the one bm25s scores with; a term no passage contains gets the highest weight.
+        count, frequency = len(self.passages), self._document_frequency[term]
+        return math.log(1.0 + (count - frequency + 0.5) / (frequency + 0.5))
