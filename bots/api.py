@@ -6,6 +6,7 @@ Stateless: the client sends the whole conversation; nothing is stored. Errors ta
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -14,15 +15,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from engine.contract import Delta, Finished, SamplingParams
 from engine.conversation.engine import Engine
+from engine.conversation.reading import DEFAULT_INSTRUCTION, inline
+from engine.documents import read_document
 from engine.errors import (
     ContextTooLong,
+    DocumentRejected,
     GeneratorBusy,
     InputRejected,
     ParleyError,
@@ -75,24 +79,70 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     return float(value)
 
 
-def _content(message: dict[str, Any], index: int) -> str:
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """A file sent as an OpenAI ``file`` content part: its name and decoded bytes, read after parsing."""
+
+    message: int
+    name: str | None
+    data: bytes
+
+
+def _file(part: dict[str, Any], index: int) -> FilePart:
+    where = f"messages[{index}].content"
+    file = part.get("file")
+    if not isinstance(file, dict) or set(file) - {"filename", "file_data", "file_id"}:
+        raise _bad("a file part needs a 'file' object with 'filename' and 'file_data'", where)
+    if "file_id" in file:
+        raise _bad("uploaded files (file_id) are not supported: send the file inline as file_data", where)
+    name, data_url = file.get("filename"), file.get("file_data")
+    if (name is not None and not isinstance(name, str)) or not isinstance(data_url, str):
+        raise _bad("'filename' and 'file_data' must be strings", where)
+    header, comma, payload = data_url.partition(",")
+    if not comma or not header.startswith("data:") or not header.endswith(";base64"):
+        raise _bad("'file_data' must be a data URL: data:<type>;base64,<data>", where)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise _bad("'file_data' is not valid base64", where) from None
+    return FilePart(index, name, data)
+
+
+def _content(message: dict[str, Any], index: int, files: list[FilePart]) -> str:
     content = message.get("content")
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # content parts: only text is understood by this model
+    if isinstance(content, list):  # content parts: text, and files (documents) in user messages
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad("only text content parts are supported", f"messages[{index}].content")
-            texts.append(part["text"])
+            if isinstance(part, dict) and part.get("type") == "file" and message.get("role") == "user":
+                files.append(_file(part, index))
+            elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                raise _bad(
+                    "only text parts (and file parts in user messages) are supported", f"messages[{index}].content"
+                )
         return "".join(texts)
     raise _bad("message content must be a string or a list of text parts", f"messages[{index}].content")
 
 
-def parse_request(body: Any, engine: Engine) -> tuple[list[dict[str, str]], SamplingParams, bool, bool]:
-    """(messages, params, stream, include_usage) from a request body, or ApiError(400/404)."""
+async def read_files(messages: list[dict[str, str]], files: list[FilePart]) -> None:
+    """Put each file's text into its message (a file too long for the context is refused as such)."""
+    for file in files:
+        document = await read_document(file.data, file.name)
+        message = messages[file.message]
+        message["content"] = inline(message["content"] or DEFAULT_INSTRUCTION, document)
+
+
+def parse_request(
+    body: Any, engine: Engine, files: list[FilePart] | None = None
+) -> tuple[list[dict[str, str]], SamplingParams, bool, bool]:
+    """(messages, params, stream, include_usage) from a request body, or ApiError(400/404); file parts
+    are collected into ``files``, for ``read_files``."""
+    files = [] if files is None else files
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)
@@ -110,7 +160,7 @@ def parse_request(body: Any, engine: Engine) -> tuple[list[dict[str, str]], Samp
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise _bad(f"messages[{i}] needs a role of system, developer, user or assistant", f"messages[{i}].role")
-        text = _content(m, i)
+        text = _content(m, i, files)
         name = m.get("name")
         if isinstance(name, str) and name and m["role"] == "user":
             text = f"{name}: {text}"
@@ -245,7 +295,12 @@ class ApiServer:
             body = await request.json(loads=json.loads)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _bad("the request body is not valid JSON") from None
-        messages, params, stream, include_usage = parse_request(body, self.engine)
+        files: list[FilePart] = []
+        messages, params, stream, include_usage = parse_request(body, self.engine, files)
+        try:
+            await read_files(messages, files)
+        except DocumentRejected as exc:
+            raise _bad(str(exc), "messages", "invalid_file") from None
         try:
             await self.limit.hit(self._client(request))
         except QuotaExceeded as exc:

@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--conversation", "-c", help="conversation id (default: 'default')")
 
     ask = sub.add_parser("ask", help="print one reply")
-    ask.add_argument("text")
+    ask.add_argument("text", nargs="?", default="", help="the question (with --file: what to do with the file)")
+    ask.add_argument("--file", "-f", help="a document to read: text, Markdown, CSV, JSON, code, HTML, PDF, DOCX, .eml")
     ask.add_argument(
         "--conversation", "-c", help="continue this conversation (default: a new one, whose id --json reports)"
     )
@@ -129,7 +130,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
         if args.command == "chat":
             await terminal.chat(engine, conversation=args.conversation)
         elif args.command == "ask":
-            await terminal.ask(engine, args.text, conversation=args.conversation, as_json=args.json)
+            await terminal.ask(engine, args.text, conversation=args.conversation, as_json=args.json, file=args.file)
         elif args.command == "export":
             data = await engine.export(terminal.terminal_key(args.conversation))
             print(json.dumps(data, ensure_ascii=False, indent=2))

@@ -9,18 +9,22 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TextIO
 
 from bots.commands import Answer, Commands, Place, Wording, help_lines
 from engine.contract import ChatRequest, Delta, Notice, Reply
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
-from engine.errors import ParleyError
+from engine.documents import Document, read_document
+from engine.documents.document import DEFAULT_LIMITS, megabytes
+from engine.errors import DocumentRejected, InputRejected, ParleyError
 
 HELP = (
     "Commands:\n"
     + help_lines(["new", "system", "model", "about", "help"])
     + "\n/reset – the same as /new\n/export – print this conversation as JSON\n"  # noqa: RUF001
+    "/file PATH [instruction] – read a document (text, PDF, DOCX, HTML, e-mail) and do what you ask\n"  # noqa: RUF001
     "/usage – tokens used in this conversation\n/quit – leave (Ctrl-D works too); Ctrl-C stops an answer"  # noqa: RUF001
 )
 # The terminal is one person's: it may change anything, and the wording of shared chats never shows.
@@ -40,9 +44,11 @@ async def answer(
     *,
     cancel: threading.Event | None = None,
     stream: bool = True,
+    document: Document | None = None,
 ) -> Reply:
     reply: Reply | None = None
-    async for event in engine.chat(ChatRequest(key=key, text=text, author=getpass.getuser()), cancel=cancel):
+    request = ChatRequest(key=key, text=text, author=getpass.getuser(), document=document)
+    async for event in engine.chat(request, cancel=cancel):
         if isinstance(event, Delta) and stream:
             out.write(event.text)
             out.flush()
@@ -54,12 +60,29 @@ async def answer(
     return reply
 
 
-async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: bool) -> None:
+async def read_file(path: str) -> Document:
+    """A document from disk, under the same limits as one sent in a chat."""
+    name, data = await asyncio.to_thread(_read_bytes, path)
+    return await read_document(data, name)
+
+
+def _read_bytes(path: str) -> tuple[str, bytes]:
+    file = Path(path).expanduser()
+    try:
+        if file.stat().st_size > DEFAULT_LIMITS.max_bytes:  # refused before reading it into memory
+            raise DocumentRejected(f"{file.name} is too large: the limit is {megabytes(DEFAULT_LIMITS.max_bytes)}")
+        return file.name, file.read_bytes()
+    except OSError as exc:
+        raise InputRejected(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: bool, file: str | None = None) -> None:
     # A one-shot question starts from an empty conversation; it is kept under a fresh id (in --json) so
     # `-c ID` can continue it. Only `-c` continues a conversation.
     name = conversation or f"ask-{uuid.uuid4().hex[:12]}"
     key = terminal_key(name)
-    reply = await answer(engine, key, text, sys.stdout, stream=not as_json)
+    document = await read_file(file) if file else None
+    reply = await answer(engine, key, text, sys.stdout, stream=not as_json, document=document)
     if as_json:
         print(
             json.dumps(
@@ -113,6 +136,12 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
                 return
             if command in shared:
                 print((await shared[command](arg)).text)
+            elif command == "/file":
+                path, _, instruction = arg.strip().partition(" ")
+                if not path:
+                    print("Usage: /file PATH [what to do with it]")
+                    continue
+                await _answer_interruptibly(engine, key, instruction, document=await read_file(path))
             elif command == "/export":
                 print(json.dumps(await engine.export(key), ensure_ascii=False, indent=2))
             elif command == "/usage":
@@ -123,10 +152,12 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
             print(f"(error) {exc}", file=sys.stderr)
 
 
-async def _answer_interruptibly(engine: Engine, key: ConversationKey, text: str) -> None:
+async def _answer_interruptibly(
+    engine: Engine, key: ConversationKey, text: str, *, document: Document | None = None
+) -> None:
     cancel = threading.Event()
     print("parley> ", end="", flush=True)
-    task = asyncio.ensure_future(answer(engine, key, text, sys.stdout, cancel=cancel))
+    task = asyncio.ensure_future(answer(engine, key, text, sys.stdout, cancel=cancel, document=document))
     try:
         reply = await asyncio.shield(task)
     except KeyboardInterrupt:

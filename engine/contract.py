@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.conversation.keys import ConversationKey
+from engine.documents.document import Document
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class ChatRequest:
     message_id: str | None = None  # the platform's id: the same message is answered once
     params: SamplingParams | None = None  # None: the configured defaults
     exempt: bool = False  # admins are not held to quotas
+    document: Document | None = None  # sent with the message; ``text`` is then the instruction
 
 
 @dataclass(frozen=True, slots=True)

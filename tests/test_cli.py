@@ -71,6 +71,37 @@ def test_ask_without_a_conversation_starts_from_nothing(env: dict[str, str]) -> 
     assert follow["prompt_tokens"] > runs[0]["prompt_tokens"]
 
 
+@pytest.mark.slow
+def test_ask_reads_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("Meeting note. The code word for the trip is PELICAN. Bring warm clothes.\n")
+    result = _parley(["ask", "--file", str(note), "What is the code word for the trip?", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert "PELICAN" in json.loads(result.stdout)["reply"].upper()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "says"),
+    [
+        (b"", "empty.txt", "this file is empty"),
+        (bytes(range(256)) * 40, "data.bin", "supported"),
+        (b"%PDF-1.7\n1 0 obj <<", "cut.pdf", "damaged"),
+    ],
+)
+def test_ask_refuses_a_file_it_cannot_read_in_one_line(
+    env: dict[str, str], tmp_path: Path, content: bytes, name: str, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = _parley(["ask", "--file", str(path), "Summarise it"], env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert says in result.stderr
+    missing = _parley(["ask", "--file", str(tmp_path / "nope.pdf")], env)
+    assert missing.returncode == 1
+    assert "cannot read" in missing.stderr
+
+
 def test_bad_setting_fails_at_start_naming_it(env: dict[str, str]) -> None:
     result = _parley(["ask", "hi"], {**env, "PARLEY_CONTEXT_TOKENS": "lots"})
     assert result.returncode == 2

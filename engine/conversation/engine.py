@@ -17,8 +17,16 @@ from typing import Any
 from engine.contract import ChatEvent, ChatRequest, Delta, Finished, Notice, Reply, SamplingParams, TextGenerator
 from engine.conversation.keys import ConversationKey, Lease, chat_scope
 from engine.conversation.moderation import REFUSAL, WITHDRAWN, Moderator, load_moderator
-from engine.conversation.prompt import build_prompt
+from engine.conversation.prompt import Prompt, build_prompt
 from engine.conversation.quota import KEEP, Limits, Quotas, RateLimit
+from engine.conversation.reading import (
+    DEFAULT_INSTRUCTION,
+    PART_OVERHEAD_TOKENS,
+    from_summaries,
+    inline,
+    split_parts,
+    summarise_parts,
+)
 from engine.conversation.store import Store, Turn
 from engine.conversation.text import check_input, clean_text
 from engine.errors import ContextTooLong, ConversationBusy, InputRejected, Refused, StoreUnavailable
@@ -145,14 +153,15 @@ class Engine:
         return RateLimit(self.store.redis, name=name, limit=limit, window_seconds=window_seconds)
 
     def default_params(self) -> SamplingParams:
+        """Each sampling field from the settings, else the model's own defaults, else Parley's fallback."""
         s = self.settings
-        return SamplingParams(
+        return self.model.sampling_params(
             max_tokens=s.max_reply_tokens,
+            seed=s.seed,
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
             repetition_penalty=s.repetition_penalty,
-            seed=s.seed,
         )
 
     @asynccontextmanager
@@ -235,7 +244,9 @@ class Engine:
                     yield event
 
     async def _chat(self, request: ChatRequest, cancel: threading.Event | None) -> AsyncGenerator[ChatEvent]:
-        text = check_input(request.text, max_chars=self.settings.max_input_chars)
+        # A document may come without words: reading it is then the request.
+        words = request.text if request.text.strip() or request.document is None else DEFAULT_INSTRUCTION
+        text = check_input(words, max_chars=self.settings.max_input_chars)
         self._moderate_input(text)
         params = request.params or self.default_params()
         # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
@@ -269,15 +280,35 @@ class Engine:
             raise InputRejected("this message was already answered")
         history = await self.store.history(key, self.settings.history_messages)
         system = await self.store.persona(key) or self.settings.system_prompt
-        user_turn = Turn(role="user", content=text, author=request.author, author_id=request.author_id)
-        prompt = build_prompt(
-            self.model,
-            system=system,
-            history=history,
-            new=user_turn,
-            budget_tokens=self.generator.context_tokens - reply_budget,
-            label_speakers=key.user is None,
-        )
+        document = request.document
+        content = text if document is None else inline(text, document)
+        user_turn = Turn(role="user", content=content, author=request.author, author_id=request.author_id)
+
+        def prompt_for(turn: Turn) -> Prompt:
+            return build_prompt(
+                self.model,
+                system=system,
+                history=history,
+                new=turn,
+                budget_tokens=self.generator.context_tokens - reply_budget,
+                label_speakers=key.user is None,
+            )
+
+        try:
+            prompt = prompt_for(user_turn)
+        except InputRejected:
+            if document is None:
+                raise
+            # Too long to read at once: read it in parts, then answer from their summaries.
+            parts = split_parts(document.text, self.model, self.context_tokens - PART_OVERHEAD_TOKENS)
+            summaries: list[str] = []
+            async for notice in summarise_parts(self.generator, self.model, document, parts, params, cancel, summaries):
+                yield notice
+            if len(summaries) < len(parts):
+                raise InputRejected("stopped while reading the document; nothing was kept") from None
+            user_turn = replace(user_turn, content=from_summaries(text, document, summaries))
+            prompt = prompt_for(user_turn)
+            yield Notice("document", f"I read it in {len(parts)} parts; this answer covers all of them.")
         if prompt.history_left_out:
             yield Notice(
                 "history_truncated",

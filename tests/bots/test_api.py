@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -201,6 +202,42 @@ async def test_oversize_input(client: AsyncOpenAI, model: LoadedModel) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         await client.chat.completions.create(model=model.name, messages=long)  # type: ignore[arg-type]
     assert bad.value.code == "context_length_exceeded"
+
+
+def _file_part(name: str, data: bytes, mime: str = "text/plain") -> dict[str, object]:
+    encoded = base64.b64encode(data).decode()
+    return {"type": "file", "file": {"filename": name, "file_data": f"data:{mime};base64,{encoded}"}}
+
+
+async def test_file_parts_are_read_into_the_message(client: AsyncOpenAI, model: LoadedModel) -> None:
+    note = b"Meeting note. The code word for the trip is PELICAN. Bring warm clothes."
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "What is the code word for the trip?"}, _file_part("note.txt", note),
+    ]}]  # fmt: skip
+    reply = await client.chat.completions.create(model=model.name, messages=messages, max_tokens=24)  # type: ignore[arg-type]
+    assert "PELICAN" in (reply.choices[0].message.content or "").upper()
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 40  # the note was in the prompt
+
+
+@pytest.mark.parametrize(
+    ("part", "says"),
+    [
+        (_file_part("empty.txt", b""), "this file is empty"),
+        (_file_part("data.bin", bytes(range(256)) * 8, "application/octet-stream"), "supported"),
+        ({"type": "file", "file": {"filename": "x.txt", "file_data": "not a data url"}}, "data URL"),
+        ({"type": "file", "file": {"filename": "x.txt", "file_data": "data:text/plain;base64,%%%"}}, "base64"),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, "file_id"),
+        ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, "only text parts"),
+    ],
+)
+async def test_bad_file_parts_are_400_with_the_reason(
+    client: AsyncOpenAI, model: LoadedModel, part: dict[str, object], says: str
+) -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Summarise it"}, part]}]
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(model=model.name, messages=messages)  # type: ignore[arg-type]
+    assert says in bad.value.message
 
 
 async def test_client_disconnect_cancels_generation(client: AsyncOpenAI, engine: Engine, model: LoadedModel) -> None:

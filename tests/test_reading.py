@@ -1,0 +1,94 @@
+"""A document sent with a message: read whole when it fits, map-reduce when it does not."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+
+import pytest
+
+from engine.contract import ChatRequest, Notice, Reply
+from engine.conversation.engine import Engine
+from engine.conversation.keys import ConversationKey
+from engine.conversation.reading import PARALLEL_PARTS, split_parts
+from engine.conversation.store import Store
+from engine.documents import Document
+from engine.errors import InputRejected
+from engine.model.registry import LoadedModel
+from engine.runtime.settings import Settings
+from tests.fakes.generator import ScriptedGenerator
+
+SECTION = "The committee approved {n} new pontoons for the harbour on day {n}. " * 3
+
+
+def _document(sections: int) -> Document:
+    text = "\n\n".join(f"# Section {n}\n\n{SECTION.format(n=n)}" for n in range(1, sections + 1))
+    return Document(name="minutes.md", kind="markdown", text=text, pages=None, truncated=False)
+
+
+def _reply(users: list[str]) -> str:
+    last = users[-1]
+    if match := re.search(r"Summarise part (\d+) of (\d+)", last):
+        return f"summary of part {match[1]}"
+    return "answer: " + ("from summaries" if "<<<SUMMARIES" in last else "from the whole document")
+
+
+@pytest.fixture
+def scripted(tiny_model: LoadedModel) -> ScriptedGenerator:
+    return ScriptedGenerator(tiny_model, script=_reply, piece=64, delay=0.001)
+
+
+@pytest.fixture
+def engine(settings: Settings, store: Store, scripted: ScriptedGenerator, tiny_model: LoadedModel) -> Engine:
+    return Engine(settings, store, scripted, tiny_model)  # type: ignore[arg-type]
+
+
+async def _ask(engine: Engine, request: ChatRequest, cancel: threading.Event | None = None) -> list[object]:
+    return [event async for event in engine.chat(request, cancel=cancel)]
+
+
+async def test_a_short_document_is_read_whole(engine: Engine, key: ConversationKey, scripted: ScriptedGenerator) -> None:
+    events = await _ask(engine, ChatRequest(key, "", document=_document(2)))
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    assert reply.text == "answer: from the whole document"
+    prompt = scripted.prompts[-1]
+    assert "Summarise this document." in prompt  # no words with it: reading it is the request
+    assert "<<<DOCUMENT" in prompt
+    assert "day 2" in prompt
+    # it stays in the conversation, so a follow-up can ask about it
+    history = await engine.store.history(key)
+    assert "day 2" in history[0].content
+
+
+async def test_a_long_document_is_read_in_parts_then_answered_from_their_summaries(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator, tiny_model: LoadedModel
+) -> None:
+    document = _document(100)  # ~25,000 one-byte tokens against a 2,048-token context
+    parts = split_parts(document.text, tiny_model, 2048 - 256)
+    assert len(parts) > PARALLEL_PARTS  # more parts than are read at once
+    assert " ".join(" ".join(parts).split()) == " ".join(document.text.split())  # nothing lost, in order
+    events = await _ask(engine, ChatRequest(key, "What was approved?", document=document))
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert notices[0] == f"Reading minutes.md: {len(parts)} parts."
+    assert f"Read part {len(parts)} of {len(parts)}." in notices
+    assert any("covers all of them" in n for n in notices)
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    assert reply.text == "answer: from summaries"
+    final = scripted.prompts[-1]
+    assert "What was approved?" in final
+    assert all(f"summary of part {i}" in final for i in range(1, len(parts) + 1))
+    assert final.index("summary of part 1") < final.index(f"summary of part {len(parts)}")
+
+
+async def test_stopping_while_reading_keeps_nothing(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator
+) -> None:
+    scripted.delay, scripted.piece = 0.05, 1  # slow parts, so the stop lands while they are read
+    cancel = threading.Event()
+    asyncio.get_running_loop().call_later(0.3, cancel.set)
+    with pytest.raises(InputRejected, match="stopped while reading"):
+        await _ask(engine, ChatRequest(key, "Summarise it", document=_document(40)), cancel)
+    assert await engine.store.history(key) == []
