@@ -48,7 +48,9 @@ async def _ask(engine: Engine, request: ChatRequest, cancel: threading.Event | N
     return [event async for event in engine.chat(request, cancel=cancel)]
 
 
-async def test_a_short_document_is_read_whole(engine: Engine, key: ConversationKey, scripted: ScriptedGenerator) -> None:
+async def test_a_short_document_is_read_whole(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator
+) -> None:
     events = await _ask(engine, ChatRequest(key, "", document=_document(2)))
     reply = events[-1]
     assert isinstance(reply, Reply)
