@@ -23,7 +23,9 @@ from engine.contract import ChatEvent, ChatRequest
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.conversation.text import check_input
-from engine.errors import ConfigError, InputRejected, NotReady, ParleyError, StoreUnavailable
+from engine.documents import Document, read_document
+from engine.documents.document import DEFAULT_LIMITS, megabytes
+from engine.errors import ConfigError, DocumentRejected, InputRejected, NotReady, ParleyError, StoreUnavailable
 from engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,17 @@ def conversation_key(channel: Any, user_id: int) -> ConversationKey:
     if is_private(channel):
         return ConversationKey(PLATFORM, str(channel.id), user=str(user_id))
     return ConversationKey(PLATFORM, str(channel.id))
+
+
+async def _read_attachment(attachment: discord.Attachment) -> Document:
+    """The first file of a message, read as a document (the message's words are the instruction)."""
+    if attachment.size > DEFAULT_LIMITS.max_bytes:  # refused before it is downloaded
+        raise DocumentRejected(f"this file is too large: the limit is {megabytes(DEFAULT_LIMITS.max_bytes)}")
+    try:
+        data = await attachment.read()
+    except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+        raise DocumentRejected(f"I could not fetch this file from Discord ({type(exc).__name__})") from None
+    return await read_document(data, attachment.filename, attachment.content_type)
 
 
 def _topic(prompt: str) -> str:
@@ -228,8 +241,13 @@ class DiscordBot:
         if not self._allowed(message.author, message.guild):
             await self._say(message, "Sorry, I'm not available to you here.")
             return
-        if not text.strip() and (message.attachments or message.embeds):
+        if not text.strip() and message.embeds and not message.attachments:
             await self._say(message, "I can only read text: please write your question in the message itself.")
+            return
+        try:
+            document = await _read_attachment(message.attachments[0]) if message.attachments else None
+        except ParleyError as exc:
+            await self._say(message, explain(exc))
             return
         request = ChatRequest(
             key=conversation_key(message.channel, message.author.id),
@@ -238,6 +256,7 @@ class DiscordBot:
             author_id=str(message.author.id),
             message_id=str(message.id),
             exempt=message.author.id in self.settings.discord_admins,
+            document=document,
         )
         await self._stream(
             ChannelSurface(message.channel, reply_to=message),

@@ -8,13 +8,14 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from telegram import BotCommand, Message, Update, User
 from telegram.constants import ChatMemberStatus, ChatType, MessageEntityType
-from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -36,7 +37,9 @@ from bots.text.split import split_message, utf16_len
 from engine.contract import ChatEvent, ChatRequest
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
-from engine.errors import ConfigError, NotReady, ParleyError, StoreUnavailable
+from engine.documents import read_document
+from engine.documents.document import DEFAULT_LIMITS, megabytes
+from engine.errors import ConfigError, DocumentRejected, NotReady, ParleyError, StoreUnavailable
 from engine.runtime.http import HttpServer
 from engine.runtime.settings import Settings
 
@@ -148,6 +151,7 @@ class TelegramBot:
         for name, run in shared.items():
             app.add_handler(CommandHandler(name, self._shared(run)))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._message))
+        app.add_handler(MessageHandler(filters.Document.ALL, self._document))
         app.add_handler(MessageHandler(filters.COMMAND, self._unknown_command))  # after the known ones
         app.add_error_handler(self._on_error)
         return app
@@ -263,7 +267,7 @@ class TelegramBot:
 
     def _addressed(self, message: Message) -> str | None:
         """The text meant for the bot, or None when a group message is not for it."""
-        text = message.text or ""
+        text = message.text or message.caption or ""
         if message.chat.type == ChatType.PRIVATE:
             return text
         me = self.app.bot
@@ -275,7 +279,8 @@ class TelegramBot:
         if replied is not None and replied.from_user is not None and replied.from_user.id == me.id and not topic_root:
             return text
         mention = f"@{me.username}".lower()
-        for entity, value in message.parse_entities([MessageEntityType.MENTION]).items():
+        entities = message.parse_entities if message.text else message.parse_caption_entities
+        for entity, value in entities([MessageEntityType.MENTION]).items():
             if value.lower() == mention:
                 start, end = entity.offset, entity.offset + entity.length
                 utf16 = text.encode("utf-16-le")
@@ -322,6 +327,26 @@ class TelegramBot:
         if text is None:
             return  # group chatter not meant for us
         await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    async def _document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A file sent to the bot (in groups: with a caption that mentions it, or replying to it): its text
+        is read, the caption is the instruction."""
+        message = update.effective_message
+        if message is None or message.document is None:
+            return
+        instruction = self._addressed(message)
+        if instruction is None:
+            return  # a file shared in a group, not for us
+        sent = message.document
+        if (sent.file_size or 0) > DEFAULT_LIMITS.max_bytes:  # Telegram would not hand it over anyway
+            raise DocumentRejected(f"this file is too large: the limit is {megabytes(DEFAULT_LIMITS.max_bytes)}")
+        try:
+            file = await context.bot.get_file(sent.file_id)
+            data = bytes(await file.download_as_bytearray())
+        except (BadRequest, NetworkError) as exc:
+            raise DocumentRejected(f"I could not fetch this file from Telegram ({exc.message})") from None
+        document = await read_document(data, sent.file_name, sent.mime_type)
+        await self._answer(message, self.engine.chat(replace(self._request(message, instruction), document=document)))
 
     async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

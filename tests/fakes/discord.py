@@ -43,7 +43,11 @@ Deliberate concessions (so nobody mistakes them for Discord's behaviour):
   text; ``encoding=etf`` is refused with close code 4002.
 - Channel permission overwrites are not modelled: permissions come from roles only.
 - Rate limits are only what ``fail_next`` injects; normal answers carry generous X-RateLimit headers.
-- Files are accepted (multipart ``payload_json`` + ``files[n]``) and listed as attachments, not served.
+- Attachments are served without auth from ``{base}/attachments/{id}/{filename}`` on the fake's own port
+  (Discord's CDN adds a channel id and signed ``ex``/``is``/``hm`` query parameters; the fake needs neither).
+  Files people post come from ``attachment(data, filename, content_type)`` passed to
+  ``user_says(..., attachments=[...])``; files the bot uploads (multipart ``payload_json`` + ``files[n]``)
+  are stored and served the same way.
 - ``pings`` is recorded for messages the bot creates or edits (the ones a test wants to keep silent).
 """
 
@@ -61,6 +65,7 @@ import re
 import secrets
 import time
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -464,6 +469,8 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._route_table: list[tuple[str, re.Pattern[str], Any, bool]] | None = None
+        self._attachment_files: dict[int, tuple[str, str | None, bytes]] = {}  # id -> (filename, type, bytes)
+        self.downloads: list[int] = []  # attachment ids served from the fake CDN, in order
         self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -479,6 +486,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_route("*", "/api/{version}/{tail:.*}", self._rest)
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{aid}/{filename}", self._cdn)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -503,6 +511,36 @@ class FakeDiscord:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def cdn_base(self) -> str:
+        """Where attachments are served (Discord's ``https://cdn.discordapp.com``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def attachment(self, data: bytes, filename: str, content_type: str | None = "application/octet-stream") -> JSON:
+        """Store ``data`` and return a Discord attachment object for ``user_says(..., attachments=[...])``.
+
+        ``url`` and ``proxy_url`` point at ``{cdn_base}/attachments/{id}/{filename}``, served by the fake
+        without auth (as Discord's CDN serves them), so ``discord.Attachment.read()`` returns ``data``.
+        """
+        aid = self.snowflake()
+        self._attachment_files[aid] = (filename, content_type, bytes(data))
+        url = f"{self.cdn_base}/attachments/{aid}/{urllib.parse.quote(filename, safe='')}"
+        out: JSON = {"id": str(aid), "filename": filename, "size": len(data), "url": url, "proxy_url": url}
+        if content_type is not None:
+            out["content_type"] = content_type
+        return out
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        try:
+            aid = int(request.match_info["aid"])
+        except ValueError:
+            aid = -1
+        stored = self._attachment_files.get(aid)
+        if stored is None:
+            return web.Response(status=404, text="404: Not Found")
+        self.downloads.append(aid)
+        return web.Response(body=stored[2], content_type=stored[1] or "application/octet-stream")
 
     @contextlib.contextmanager
     def patch_discord(self) -> Iterator[None]:
@@ -1585,6 +1623,7 @@ class FakeDiscord:
                             "filename": part.filename,
                             "size": len(data),
                             "content_type": part.headers.get("Content-Type"),
+                            "data": bytes(data),
                         }
                     )
             return payload, files
@@ -1960,6 +1999,10 @@ class FakeDiscord:
             out["guild_id"] = channel["guild_id"]
         return out, target.author_id
 
+    def _uploaded(self, f: JSON) -> JSON:
+        """The attachment object for a file the bot uploaded (stored and served like people's attachments)."""
+        return self.attachment(f.get("data", b""), f.get("filename") or "file", f.get("content_type"))
+
     def _create_bot_message(
         self,
         channel: JSON,
@@ -1975,17 +2018,7 @@ class FakeDiscord:
         content = body.get("content") or ""
         allowed = body.get("allowed_mentions")
         users, roles, everyone, pings = self._resolve_mentions(channel, self.bot_id, content, allowed, reply_author)
-        attachments = [
-            {
-                "id": str(self.snowflake()),
-                "filename": f.get("filename") or "file",
-                "size": f["size"],
-                "url": f"{self.api_base}/attachments/{f.get('filename')}",
-                "proxy_url": f"{self.api_base}/attachments/{f.get('filename')}",
-                "content_type": f.get("content_type"),
-            }
-            for f in files
-        ]
+        attachments = [self._uploaded(f) for f in files]
         data = self._new_message(
             channel,
             self.bot_id,
@@ -2096,9 +2129,7 @@ class FakeDiscord:
                 for a in msg.data["attachments"]
                 if any(str(x.get("id")) == a["id"] for x in body.get("attachments") or [])
             ]
-            msg.data["attachments"] = kept + [
-                {"id": str(self.snowflake()), "filename": f.get("filename") or "file", "size": f["size"]} for f in files
-            ]
+            msg.data["attachments"] = kept + [self._uploaded(f) for f in files]
         msg.data["edited_timestamp"] = _now_iso()
         if not (msg.data["content"] or msg.data["embeds"] or msg.data["attachments"] or msg.data["components"]):
             raise _HTTPError(400, 50006, "Cannot send an empty message")

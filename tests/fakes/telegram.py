@@ -15,7 +15,9 @@ test can fail loudly (``assert_all_implemented``) instead of passing against a f
 
 Deliberate concessions (documented so nobody mistakes them for Telegram's behaviour):
 - setWebhook accepts ``http://`` URLs (the real API demands HTTPS on ports 443/80/88/8443).
-- Files are not stored: ``base_file_url`` answers 404 for every path and getFile is unimplemented.
+- Files exist only where a test creates them (``user_sends_document``): getFile and ``base_file_url`` serve
+  those; files the bot uploads are not stored.  ``user_sends_document(..., file_size=N)`` declares a size
+  (e.g. over the 20 MB getFile limit) without storing that many bytes.
 - close/logOut always succeed (the real API refuses ``close`` in the first 10 minutes after launch).
 """
 
@@ -27,6 +29,7 @@ import itertools
 import json
 import random
 import re
+import secrets
 import socket
 import string
 import time
@@ -42,6 +45,8 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 
 MAX_TEXT_LENGTH: Final = 4096
+MAX_CAPTION_LENGTH: Final = 1024
+MAX_DOWNLOAD_SIZE: Final = 20 * 1024 * 1024  # getFile refuses bigger files ("file is too big")
 _TOKEN_RE: Final = re.compile(r"\d+:[A-Za-z0-9_-]+")
 _NOT_MODIFIED: Final = (
     "Bad Request: message is not modified: specified new message content and reply markup are exactly the same "
@@ -86,6 +91,7 @@ _STRING_PARAMS: Final = frozenset(
         "message_effect_id",
         "custom_title",
         "emoji",
+        "file_id",
     }
 )
 _DEFAULT_DESCRIPTIONS: Final = {
@@ -181,6 +187,17 @@ class _Message:
     parse_mode: str | None = None
     raw_text: str = ""
     edits: int = 0
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file people sent (``user_sends_document``): what getFile describes and ``base_file_url`` serves."""
+
+    file_id: str
+    file_unique_id: str
+    file_path: str
+    file_size: int
+    data: bytes
 
 
 @dataclass
@@ -742,6 +759,7 @@ class FakeTelegram:
         self.answered_callbacks: list[JSON] = []
         self.withheld: list[JSON] = []  # group updates the bot never receives because of privacy mode
         self.webhook_deliveries: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error)
+        self.downloads: list[str] = []  # file_path of every file served from base_file_url, in order
         # state
         self.users: dict[int, JSON] = {int(self.bot["id"]): self._public_user(self.bot)}
         self.chats: dict[int, _Chat] = {}
@@ -749,6 +767,8 @@ class FakeTelegram:
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.webhook: JSON | None = None
         self.allowed_updates: list[str] | None = None
+        self.files: dict[str, StoredFile] = {}  # by file_id
+        self._files_by_path: dict[str, StoredFile] = {}
         self._updates: deque[JSON] = deque()
         self._delivered: set[int] = set()
         # Fresh id ranges per instance, as two real bots never share update ids, and tests that share one
@@ -792,6 +812,7 @@ class FakeTelegram:
             ("getChatMember", self._get_chat_member),
             ("getChatAdministrators", self._get_chat_administrators),
             ("answerCallbackQuery", self._answer_callback_query),
+            ("getFile", self._get_file),
         ):
             self._methods[name.lower()] = (name, handler)
 
@@ -944,6 +965,85 @@ class FakeTelegram:
         replies to nothing else.  With ``enqueue=False`` the update is only built (for ``deliver_webhook``).
         """
         rec = self._chat_rec(chat)
+        message = self._user_message(rec, user, reply_to, thread_id)
+        message["text"] = text
+        ents = detect_entities(text) if entities is None else entities
+        if ents:
+            message["entities"] = ents
+        rec.messages[int(message["message_id"])] = _Message(data=message, from_bot=False, raw_text=text)
+        return self._deliver_user_message(rec, message, enqueue=enqueue)
+
+    def user_sends_document(
+        self,
+        chat: Mapping[str, Any],
+        user: Mapping[str, Any],
+        data: bytes,
+        file_name: str,
+        mime_type: str = "application/octet-stream",
+        caption: str | None = None,
+        reply_to: int | Mapping[str, Any] | None = None,
+        thread_id: int | None = None,
+        *,
+        caption_entities: list[JSON] | None = None,
+        file_size: int | None = None,
+        enqueue: bool = True,
+    ) -> JSON:
+        """A user sends a file as a document (with an optional ``caption``); returns the Update, like ``user_says``.
+
+        The message carries ``document`` = {file_id, file_unique_id, file_name, mime_type, file_size} and, with a
+        caption, ``caption`` + ``caption_entities`` (commands, mentions, URLs detected as in ``user_says`` unless
+        ``caption_entities`` is given).  The bytes are stored: getFile answers for ``file_id`` and
+        ``base_file_url`` serves them.  ``file_size`` declares a different size than ``len(data)`` (getFile
+        refuses files over 20 MB) without storing that many bytes.
+        """
+        rec = self._chat_rec(chat)
+        message = self._user_message(rec, user, reply_to, thread_id)
+        stored = self.store_file(data, file_name, kind="documents", file_size=file_size)
+        message["document"] = {
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.file_size,
+        }
+        if caption is not None:
+            ents = detect_entities(caption) if caption_entities is None else caption_entities
+            caption, ents = _trim(caption, ents)
+            if len(caption) > MAX_CAPTION_LENGTH:
+                raise ValueError(f"Telegram captions are at most {MAX_CAPTION_LENGTH} characters")
+            if caption:
+                message["caption"] = caption
+                if ents:
+                    message["caption_entities"] = ents
+        rec.messages[int(message["message_id"])] = _Message(data=message, from_bot=False, raw_text=caption or "")
+        return self._deliver_user_message(rec, message, enqueue=enqueue)
+
+    def store_file(
+        self, data: bytes, file_name: str = "", *, kind: str = "documents", file_size: int | None = None
+    ) -> StoredFile:
+        """Store bytes as Telegram would (``<kind>/file_<n>.<ext>``); getFile and ``base_file_url`` then serve them."""
+        n = len(self._files_by_path)
+        ext = file_name.rsplit(".", 1)[1] if "." in file_name.strip(".") else ""
+        path = f"{kind}/file_{n}" + (f".{ext}" if ext and re.fullmatch(r"[A-Za-z0-9]{1,10}", ext) else "")
+        stored = StoredFile(
+            file_id="BQACAgIAAxkBAA" + secrets.token_urlsafe(48)[:57],
+            file_unique_id="AgAD" + secrets.token_urlsafe(9)[:12],
+            file_path=path,
+            file_size=len(data) if file_size is None else int(file_size),
+            data=bytes(data),
+        )
+        self.files[stored.file_id] = stored
+        self._files_by_path[path] = stored
+        return stored
+
+    def _user_message(
+        self,
+        rec: _Chat,
+        user: Mapping[str, Any],
+        reply_to: int | Mapping[str, Any] | None,
+        thread_id: int | None,
+    ) -> JSON:
+        """The common part of a message a user sends: id, from, chat, date, topic and reply."""
         uid = int(user["id"])
         rec.members.add(uid)
         self.users.setdefault(uid, dict(user))
@@ -968,11 +1068,9 @@ class FakeTelegram:
             reply_msg = rec.topics[thread_id] if thread_id is not None else None
         if reply_msg is not None:
             message["reply_to_message"] = _strip_reply(reply_msg)
-        message["text"] = text
-        ents = detect_entities(text) if entities is None else entities
-        if ents:
-            message["entities"] = ents
-        rec.messages[int(message["message_id"])] = _Message(data=message, from_bot=False, raw_text=text)
+        return message
+
+    def _deliver_user_message(self, rec: _Chat, message: JSON, *, enqueue: bool) -> JSON:
         update: JSON = {"message": message}
         if enqueue:
             if self._bot_sees(rec, message):
@@ -1148,7 +1246,17 @@ class FakeTelegram:
     # ---------------------------------------------------------------- HTTP plumbing
 
     async def _handle_file(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        token = request.match_info["token"]
+        if not _TOKEN_RE.fullmatch(token):
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        if token != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        stored = self._files_by_path.get(request.match_info["path"])
+        if stored is None or request.method not in ("GET", "HEAD"):
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        self.downloads.append(stored.file_path)
+        self._touch()
+        return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _decode(self, request: web.Request) -> JSON:
         params: JSON = {}
@@ -1267,9 +1375,9 @@ class FakeTelegram:
         """Privacy mode: in groups a non-admin bot only gets commands, replies to it and mentions of it."""
         if rec.type == "private" or not self.privacy_mode or int(self.bot["id"]) in rec.admins:
             return True
-        text = str(message.get("text", ""))
+        text = str(message.get("text", message.get("caption", "")))
         username = str(self.bot["username"]).lower()
-        for ent in message.get("entities", []):
+        for ent in message.get("entities", message.get("caption_entities", [])):
             piece = text.encode("utf-16-le")[2 * ent["offset"] : 2 * (ent["offset"] + ent["length"])]
             word = piece.decode("utf-16-le").lower()
             if ent["type"] == "bot_command" and ("@" not in word or word.endswith("@" + username)):
@@ -1746,6 +1854,22 @@ class FakeTelegram:
         self.answered_callbacks.append(dict(params))
         return True
 
+    async def _get_file(self, params: JSON) -> JSON:
+        file_id = params.get("file_id")
+        if file_id is None or file_id == "":
+            raise _bad("file_id is empty")
+        stored = self.files.get(str(file_id))
+        if stored is None:
+            raise _bad("invalid file_id")
+        if stored.file_size > MAX_DOWNLOAD_SIZE:
+            raise _bad("file is too big")
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.file_size,
+            "file_path": stored.file_path,
+        }
+
     # ---------------------------------------------------------------- webhook pushing
 
     async def _post_webhook(self, update: JSON, secret: str | None) -> int:
@@ -1815,6 +1939,7 @@ __all__ = [
     "ChatActionRecord",
     "Draft",
     "FakeTelegram",
+    "StoredFile",
     "detect_entities",
     "free_port",
     "parse_html",

@@ -594,3 +594,54 @@ async def test_streamed_edits_of_original_and_threads(dc: FakeDiscord) -> None:
     assert it.followups[0].content == "overflow after one two three"
     assert [m.content for m in dc.messages(tid)][:2] == ["one two three", "overflow after one two three"]
     dc.assert_all_implemented()
+
+
+# -- attachments ---------------------------------------------------------------------------------------------------
+
+
+async def test_user_attachment_reaches_discord_py_and_reads_back(dc: FakeDiscord) -> None:
+    g, alice = setup_guild(dc)
+    payload = bytes(range(256)) * 30  # binary, not UTF-8
+    doc = dc.attachment(payload, "report final.pdf", "application/pdf")
+    assert set(doc) == {"id", "filename", "size", "url", "proxy_url", "content_type"}
+    assert doc["size"] == len(payload)
+    bot = make_bot(message_content=True)
+    async with started(bot):
+        await dc.user_says(g.channel_id, alice, "please read", attachments=[doc])
+        await dc.dm(alice, "warming up")  # DMs carry attachments even without the intent
+        await dc.wait_for(lambda: len(bot.seen) >= 1)
+        message = bot.seen[0]
+        assert [a.filename for a in message.attachments] == ["report final.pdf"]
+        attachment = message.attachments[0]
+        assert (attachment.id, attachment.size, attachment.content_type) == (
+            int(doc["id"]),
+            len(payload),
+            doc["content_type"],
+        )
+        assert await attachment.read() == payload
+        channel = bot.client.get_channel(g.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        sent = await channel.send("copy", file=discord.File(io.BytesIO(b"bot bytes"), filename="out.txt"))
+        assert await sent.attachments[0].read() == b"bot bytes"  # the bot's uploads are served too
+        missing = discord.Attachment(
+            data={**doc, "id": "1", "url": f"{dc.cdn_base}/attachments/1/x", "proxy_url": f"{dc.cdn_base}/x"},
+            state=message._state,
+        )
+        with pytest.raises(discord.NotFound):
+            await missing.read()
+    assert dc.downloads[0] == int(doc["id"])
+    assert len(dc.downloads) == 2
+
+
+async def test_attachments_are_hidden_without_message_content_intent(dc: FakeDiscord) -> None:
+    g, alice = setup_guild(dc)
+    bot = make_bot(message_content=False)
+    async with started(bot):
+        await dc.user_says(g.channel_id, alice, "file", attachments=[dc.attachment(b"a", "a.txt", "text/plain")])
+        await dc.dm(alice, "dm file")
+        await dc.user_says(dc.dm_channel(alice), alice, "x", attachments=[dc.attachment(b"dm", "b.txt")])
+        await dc.wait_for(lambda: sum(1 for m in bot.seen if m.author.id == alice) >= 3)
+        from_alice = [m for m in bot.seen if m.author.id == alice]
+        assert from_alice[0].attachments == []
+        dm_attachment = from_alice[2].attachments[0]
+        assert await dm_attachment.read() == b"dm"

@@ -485,3 +485,99 @@ async def test_raw_protocol_shapes(tg: FakeTelegram) -> None:
     )
     async with aiohttp.ClientSession() as session, session.get(f"{tg.base_file_url}{TOKEN}/photos/x.jpg") as resp:
         assert resp.status == 404
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+async def test_document_reaches_ptb_and_downloads(tg: FakeTelegram) -> None:
+    pia = tg.user("Pia", "pia")
+    chat = tg.private_chat(pia)
+    payload = bytes(range(256)) * 40  # binary, not UTF-8
+    got: list[tuple[str | None, str | None, bytes]] = []
+    app = build_app(tg)
+
+    async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.message is not None
+        assert update.message.document is not None
+        doc = update.message.document
+        file = await context.bot.get_file(doc.file_id)
+        got.append((doc.file_name, update.message.caption, bytes(await file.download_as_bytearray())))
+        await update.message.reply_text(f"read {doc.file_size} bytes of {doc.mime_type}")
+
+    app.add_handler(MessageHandler(filters.Document.ALL, on_document))
+    async with app:
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(poll_interval=0, timeout=dtm.timedelta(seconds=1))
+        try:
+            update = tg.user_sends_document(chat, pia, payload, "notes.bin", caption="  have a look  ")
+            await tg.wait_for_message(chat, f"read {len(payload)} bytes of application/octet-stream")
+        finally:
+            await app.updater.stop()
+            await app.stop()
+    assert got == [("notes.bin", "have a look", payload)]
+    message = update["message"]
+    assert "text" not in message
+    assert "caption_entities" not in message
+    doc = message["document"]
+    assert set(doc) == {"file_id", "file_unique_id", "file_name", "mime_type", "file_size"}
+    assert doc["file_size"] == len(payload)
+    assert tg.downloads == ["documents/file_0.bin"]
+    assert tg.calls_to("getFile") == [{"file_id": doc["file_id"]}]
+
+
+async def test_document_caption_mention_passes_privacy_mode(tg: FakeTelegram) -> None:
+    quinn = tg.user("Quinn")
+    group = tg.group("Readers")
+    seen = tg.user_sends_document(
+        group, quinn, b"%PDF-1.4", "paper.pdf", "application/pdf", caption="@parley_test_bot summarise"
+    )
+    unseen = tg.user_sends_document(group, quinn, b"x", "other.txt", "text/plain", caption="for humans")
+    assert seen["message"]["caption_entities"] == [{"type": "mention", "offset": 0, "length": 16}]
+    assert [u["update_id"] for u in tg.pending_updates] == [seen["update_id"]]
+    assert [u["update_id"] for u in tg.withheld] == [unseen["update_id"]]
+    reply = tg.user_sends_document(group, quinn, b"y", "y.txt", reply_to=seen["message"]["message_id"])
+    assert reply["message"]["reply_to_message"]["message_id"] == seen["message"]["message_id"]
+    assert "caption" not in reply["message"]
+
+
+async def test_get_file_errors_and_download_auth(tg: FakeTelegram) -> None:
+    rui = tg.user("Rui")
+    chat = tg.private_chat(rui)
+    small = tg.user_sends_document(chat, rui, b"hello file", "a.txt", "text/plain")["message"]["document"]
+    big = tg.user_sends_document(chat, rui, b"tiny", "huge.zip", file_size=20 * 1024 * 1024 + 1)["message"]
+    assert big["document"]["file_size"] == 20 * 1024 * 1024 + 1
+    async with build_app(tg) as app:
+        with pytest.raises(BadRequest, match=r"(?i)invalid file_id"):
+            await app.bot.get_file("no-such-file")
+        with pytest.raises(BadRequest, match=r"(?i)file is too big"):
+            await app.bot.get_file(big["document"]["file_id"])
+        file = await app.bot.get_file(small["file_id"])
+        assert (file.file_id, file.file_unique_id, file.file_size) == (small["file_id"], small["file_unique_id"], 10)
+        assert file.file_path == f"{tg.base_file_url}{TOKEN}/documents/file_0.txt"
+        assert bytes(await file.download_as_bytearray()) == b"hello file"
+    status, body = await raw(tg, "getFile", file_id="nope")
+    assert (status, body) == (400, {"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"})
+    status, body = await raw(tg, "getFile", file_id=small["file_id"])
+    assert status == 200
+    assert body["result"] == {
+        "file_id": small["file_id"],
+        "file_unique_id": small["file_unique_id"],
+        "file_size": 10,
+        "file_path": "documents/file_0.txt",
+    }
+    async with aiohttp.ClientSession() as session:
+        base = tg.base_file_url
+        async with session.get(f"{base}{TOKEN}/documents/file_0.txt") as resp:
+            assert (resp.status, await resp.read()) == (200, b"hello file")
+        async with session.get(f"{base}{TOKEN}/documents/file_9.txt") as resp:
+            assert (resp.status, await resp.json()) == (
+                404,
+                {"ok": False, "error_code": 404, "description": "Not Found"},
+            )
+        async with session.get(f"{base}999:wrongtoken/documents/file_0.txt") as resp:
+            assert resp.status == 401
+        async with session.get(f"{base}not-a-token/documents/file_0.txt") as resp:
+            assert resp.status == 404
+    assert tg.downloads == ["documents/file_0.txt", "documents/file_0.txt"]

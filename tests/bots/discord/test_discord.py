@@ -272,23 +272,29 @@ async def test_bad_slash_input_is_refused_privately(dc: FakeDiscord, bot: Discor
     assert ask.ephemeral
 
 
-async def test_attachment_only_message_gets_a_clear_answer(dc: FakeDiscord, bot: DiscordBot) -> None:
+async def test_attachments_are_read_as_documents(dc: FakeDiscord, bot: DiscordBot, scripted: ScriptedGenerator) -> None:
+    scripted.script = lambda users: "read: " + ("PELICAN" if "PELICAN" in users[-1] else "nothing")
     ann = dc.user("ann")
-    await dc.user_says(
-        dc.dm_channel(ann),
-        ann,
-        "",
-        attachments=[
-            {
-                "id": "1",
-                "filename": "cat.png",
-                "size": 10,
-                "url": "https://cdn.example/cat.png",
-                "proxy_url": "https://cdn.example/cat.png",
-            }
-        ],
-    )
-    await dc.wait_for_message(dc.dm_channel(ann), "I can only read text")
+    channel = dc.dm_channel(ann)
+    note = dc.attachment(b"Trip note. The code word is PELICAN.", "note.txt", "text/plain")
+    await dc.user_says(channel, ann, "What is the code word?", attachments=[note])
+    await dc.wait_for_message(channel, "read: PELICAN")
+    assert "What is the code word?" in scripted.prompts[-1]
+    # a file alone: reading it is the request
+    await dc.user_says(channel, ann, "", attachments=[dc.attachment(b"PELICAN again.", "again.md", "text/markdown")])
+    await dc.wait_for(lambda: sum("read: PELICAN" in m.content for m in dc.bot_messages(channel)) == 2)
+    assert "Summarise this document." in scripted.prompts[-1]
+    # what cannot be read is said, and nothing is asked of the model
+    asked = len(scripted.prompts)
+    png = dc.attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), "cat.png", "image/png")
+    await dc.user_says(channel, ann, "", attachments=[png])
+    await dc.wait_for_message(channel, "Sorry: ")
+    await dc.user_says(channel, ann, "", attachments=[dc.attachment(b"", "empty.txt", "text/plain")])
+    await dc.wait_for_message(channel, "this file is empty")
+    huge = {**dc.attachment(b"x", "huge.pdf", "application/pdf"), "size": 30_000_000}
+    await dc.user_says(channel, ann, "", attachments=[huge])
+    await dc.wait_for_message(channel, "too large")
+    assert len(scripted.prompts) == asked
 
 
 async def test_invalid_token_stops_with_a_clear_message(dc: FakeDiscord, fast_engine: Engine,

@@ -158,6 +158,44 @@ async def test_forget_mid_answer_leaves_nothing_behind(
     assert await keys_naming(redis, ann["id"], chat["id"]) == []
 
 
+async def test_documents_are_read_and_answered(tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator) -> None:
+    scripted.script = lambda users: "read: " + ("PELICAN" if "PELICAN" in users[-1] else "nothing")
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_sends_document(chat, ann, b"Trip note. The code word is PELICAN.", "note.txt", "text/plain")
+    await tg.wait_for_message(chat, "read: PELICAN")
+    assert "Summarise this document." in scripted.prompts[-1]  # no caption: reading it is the request
+    tg.user_sends_document(chat, ann, b"<html><body><p>PELICAN</p></body></html>", "page.html", caption="Code word?")
+    await tg.wait_for(lambda: sum("read: PELICAN" in m.text for m in tg.messages(chat)) == 2)
+    assert "Code word?" in scripted.prompts[-1]
+    # what cannot be read is said, and nothing is asked of the model
+    asked = len(scripted.prompts)
+    tg.user_sends_document(chat, ann, b"", "empty.txt")
+    await tg.wait_for_message(chat, "this file is empty")
+    tg.user_sends_document(chat, ann, bytes(range(256)) * 40, "data.bin")
+    await tg.wait_for_message(chat, "supported")
+    tg.user_sends_document(chat, ann, b"%PDF-1.7 cut", "big.pdf", file_size=30_000_000)
+    await tg.wait_for_message(chat, "too large")
+    assert len(scripted.prompts) == asked
+
+
+async def test_group_documents_only_when_addressed(tg_settings: Settings, fast_engine: Engine) -> None:
+    async with FakeTelegram(token=random_token(), privacy_mode=False) as tg:
+        settings = tg_settings.model_copy(
+            update={"telegram_bot_token": SecretStr(tg.token), "telegram_base_url": tg.base_url}
+        )
+        async with TelegramBot(fast_engine, settings, private_interval=0.02, group_interval=0.02):
+            ann = tg.user("Ann")
+            group = tg.group("Friends", supergroup=True)
+            tg.user_sends_document(group, ann, b"not for the bot", "notes.txt")
+            tg.user_sends_document(group, ann, b"Agenda: PELICAN", "agenda.txt", caption="@parley_test_bot summary?")
+            reply = await tg.wait_for_message(group, "summary?")
+            await tg.wait_for_idle()
+            assert len(tg.messages(group)) == 1
+            assert reply.reply_to_message_id is not None
+            assert "not for the bot" not in fast_engine.generator.prompts[-1]  # type: ignore[attr-defined]
+
+
 async def test_group_persona_is_admin_only(tg: FakeTelegram, bot: TelegramBot) -> None:
     boss, ann = tg.user("Boss"), tg.user("Ann")
     group = tg.group("Team", supergroup=True, owner=boss)
