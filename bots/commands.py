@@ -26,11 +26,23 @@ COMMANDS: dict[str, str] = {
     "usage": "Your usage and what is left",
     "limits": "Show or set this chat's limits (admins)",
     "forget": "Erase what I store about you (admins: this whole chat)",
+    "summarize": "Reply with it to a message (or a file): I summarise it",
+    "reply": "Reply with it to an e-mail: I draft the answer (add how, if you like)",
     "model": "Which model answers",
     "about": "Version, model, uptime and sources",
     "help": "How to talk to me",
 }
 INTRO = "I'm Parley, a chat assistant running its own language model."
+# What /summarize and /reply ask of the model about the message they answer (extra words are added).
+SUMMARIZE = "Summarise this in a few sentences, keeping the names, numbers, dates and decisions."
+REPLY = (
+    "Draft a reply to this e-mail or message, in its language: greet the sender by name, answer each "
+    "question it asks, and sign off. Write only the reply."
+)
+
+
+def quoted_instruction(base: str, extra: str) -> str:
+    return f"{base} Also: {extra.strip()}" if extra.strip() else base
 
 
 def help_lines(names: Iterable[str], *, prefix: str = "/") -> str:

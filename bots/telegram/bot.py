@@ -28,7 +28,18 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bots.commands import COMMANDS, INTRO, Answer, Commands, Place, Wording, help_lines
+from bots.commands import (
+    COMMANDS,
+    INTRO,
+    REPLY,
+    SUMMARIZE,
+    Answer,
+    Commands,
+    Place,
+    Wording,
+    help_lines,
+    quoted_instruction,
+)
 from bots.replies import explain
 from bots.streaming import stream_reply
 from bots.telegram.ratelimit import CountingRateLimiter
@@ -37,7 +48,7 @@ from bots.text.split import split_message, utf16_len
 from engine.contract import ChatEvent, ChatRequest
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
-from engine.documents import read_document
+from engine.documents import Document, read_document
 from engine.documents.document import DEFAULT_LIMITS, megabytes
 from engine.errors import ConfigError, DocumentRejected, NotReady, ParleyError, StoreUnavailable
 from engine.runtime.http import HttpServer
@@ -54,7 +65,10 @@ GROUP_INTERVAL = 3.0
 UPDATE_CLAIM_TTL = 24 * 3600  # Telegram keeps undelivered updates for 24 h
 
 # The commands in the menu, in order; /start is /help.
-MENU = ["ask", "new", "retry", "stop", "system", "usage", "limits", "forget", "model", "about", "help"]
+MENU = [
+    "ask", "new", "retry", "stop", "summarize", "reply", "system", "usage", "limits", "forget", "model", "about",
+    "help",
+]  # fmt: skip
 WORDING = Wording(chat="group", threads="topics", admins="the group's admins", an_admin="an admin")
 HELP = (
     f"{INTRO}\n\n"
@@ -135,6 +149,8 @@ class TelegramBot:
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         app.add_handler(CommandHandler("ask", self._ask))
         app.add_handler(CommandHandler("retry", self._retry))
+        app.add_handler(CommandHandler(["summarize", "summarise"], self._on_replied(SUMMARIZE)))
+        app.add_handler(CommandHandler("reply", self._on_replied(REPLY)))
         commands = self.commands
         shared: dict[str, Callable[[Place, list[str]], Awaitable[Answer]]] = {
             "start": lambda place, _: commands.help(place),
@@ -337,7 +353,13 @@ class TelegramBot:
         instruction = self._addressed(message)
         if instruction is None:
             return  # a file shared in a group, not for us
+        document = await self._fetch(message, context)
+        await self._answer(message, self.engine.chat(replace(self._request(message, instruction), document=document)))
+
+    async def _fetch(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> Document:
+        """The file a message carries, read as a document."""
         sent = message.document
+        assert sent is not None
         if (sent.file_size or 0) > DEFAULT_LIMITS.max_bytes:  # Telegram would not hand it over anyway
             raise DocumentRejected(f"this file is too large: the limit is {megabytes(DEFAULT_LIMITS.max_bytes)}")
         try:
@@ -345,8 +367,7 @@ class TelegramBot:
             data = bytes(await file.download_as_bytearray())
         except (BadRequest, NetworkError) as exc:
             raise DocumentRejected(f"I could not fetch this file from Telegram ({exc.message})") from None
-        document = await read_document(data, sent.file_name, sent.mime_type)
-        await self._answer(message, self.engine.chat(replace(self._request(message, instruction), document=document)))
+        return await read_document(data, sent.file_name, sent.mime_type)
 
     async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -368,6 +389,29 @@ class TelegramBot:
             await self._say(message, "Ask me something after the command, like: /ask What is a black hole?")
             return
         await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    def _on_replied(self, base: str) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
+        """/summarize and /reply: the message they reply to (its text, or the file it carries) is the
+        document, the command's words add to the instruction."""
+
+        async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.effective_message
+            if message is None:
+                return
+            source = message.reply_to_message
+            if source is None or (source.document is None and not (source.text or source.caption)):
+                await self._say(message, "Reply with this command to the message (or file) you mean.")
+                return
+            if source.document is not None:
+                document = await self._fetch(source, context)
+            else:
+                text = source.text or source.caption or ""
+                document = Document(name="the message", kind="text", text=text, pages=None, truncated=False)
+            instruction = quoted_instruction(base, " ".join(context.args or []))
+            request = replace(self._request(message, instruction), document=document)
+            await self._answer(message, self.engine.chat(request))
+
+        return handle
 
     async def _retry(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (message := update.effective_message) is not None:

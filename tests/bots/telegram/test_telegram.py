@@ -179,6 +179,30 @@ async def test_documents_are_read_and_answered(tg: FakeTelegram, bot: TelegramBo
     assert len(scripted.prompts) == asked
 
 
+async def test_summarize_and_reply_work_on_the_message_they_answer(
+    tg: FakeTelegram, bot: TelegramBot, scripted: ScriptedGenerator
+) -> None:
+    scripted.script = lambda users: "done"
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    tg.user_says(chat, ann, "/summarize")
+    await tg.wait_for_message(chat, "Reply with this command to the message")
+    mail = tg.user_says(chat, ann, "Hi Ann, can you send the budget by Friday? Thanks, Bob")["message"]
+    await tg.wait_for_message(chat, "done")
+    tg.user_says(chat, ann, "/reply say yes, politely", reply_to=mail["message_id"])
+    await tg.wait_for(lambda: sum(m.text == "done" for m in tg.messages(chat)) == 2)
+    prompt = scripted.prompts[-1]
+    assert "Draft a reply" in prompt
+    assert "say yes, politely" in prompt
+    assert "send the budget by Friday" in prompt
+    report = tg.user_sends_document(chat, ann, b"# Report\n\nSales rose 12% in May.", "report.md")["message"]
+    await tg.wait_for(lambda: sum(m.text == "done" for m in tg.messages(chat)) == 3)
+    tg.user_says(chat, ann, "/summarize", reply_to=report["message_id"])
+    await tg.wait_for(lambda: sum(m.text == "done" for m in tg.messages(chat)) == 4)
+    assert "Summarise this in a few sentences" in scripted.prompts[-1]
+    assert "Sales rose 12% in May." in scripted.prompts[-1]
+
+
 async def test_group_documents_only_when_addressed(tg_settings: Settings, fast_engine: Engine) -> None:
     async with FakeTelegram(token=random_token(), privacy_mode=False) as tg:
         settings = tg_settings.model_copy(
