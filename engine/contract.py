@@ -45,7 +45,7 @@ class Delta:
 @dataclass(frozen=True, slots=True)
 class Finished:
     text: str
-    finish_reason: str  # "stop" (EOS or stop string), "length" or "cancelled"
+    finish_reason: str  # "stop" (EOS or stop string), "length", "loop" (caught repeating) or "cancelled"
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token: float  # seconds from start of work to first token chosen

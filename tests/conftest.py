@@ -89,7 +89,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def settings(tmp_path: Path, redis_url: str, models_dir: Path) -> Settings:
     return load_settings(
         redis_url=redis_url, data_dir=tmp_path / "data", model_dir=models_dir, context_tokens=CONTEXT_TOKENS,
-        max_reply_tokens=48, conversation_ttl=3600,
+        max_reply_tokens=48, conversation_ttl=3600, temperature=0.0,
     )  # fmt: skip
 
 

@@ -153,14 +153,15 @@ class Engine:
         return RateLimit(self.store.redis, name=name, limit=limit, window_seconds=window_seconds)
 
     def default_params(self) -> SamplingParams:
+        """Each sampling field from the settings, else the model's own defaults, else Parley's fallback."""
         s = self.settings
-        return SamplingParams(
+        return self.model.sampling_params(
             max_tokens=s.max_reply_tokens,
+            seed=s.seed,
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
             repetition_penalty=s.repetition_penalty,
-            seed=s.seed,
         )
 
     @asynccontextmanager

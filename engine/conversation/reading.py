@@ -93,7 +93,8 @@ async def summarise_parts(
 ) -> AsyncIterator[Notice]:
     """Summarise every part at once, filling ``summaries`` in order; a progress Notice as each is done.
     Stops early (``summaries`` left short) when ``cancel`` is set."""
-    params = replace(params, max_tokens=PART_SUMMARY_TOKENS, stop=())
+    # Greedy: a summary of a part should not change from one reading to the next.
+    params = replace(params, max_tokens=PART_SUMMARY_TOKENS, stop=(), temperature=0.0)
     total = len(parts)
 
     gate = asyncio.Semaphore(PARALLEL_PARTS)

@@ -35,7 +35,7 @@ from engine.contract import Delta, Event, Finished, ModelTime, SamplingParams
 from engine.errors import GeneratorBusy, ModelError
 from engine.model.detok import IncrementalDetokenizer, StopMatcher
 from engine.model.runner import OnnxRunner
-from engine.model.sampling import Sampler
+from engine.model.sampling import LoopGuard, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class _Sequence:
     detok: IncrementalDetokenizer
     stops: StopMatcher
     started: float
+    guard: LoopGuard = field(default_factory=LoopGuard)
     next_token: int | None = None  # chosen, not yet fed to the model
     produced: int = 0
     first_at: float = 0.0
@@ -215,7 +216,8 @@ class Generator:
         cache_key: str | None = None,
     ) -> AsyncIterator[Event]:
         """Deltas, then one Finished. Setting ``cancel`` ends the reply early (finish_reason
-        "cancelled"); leaving the loop early, or being cancelled, stops the work too."""
+        "cancelled"); leaving the loop early, or being cancelled, stops the work too. A reply caught
+        repeating one span over and over (``LoopGuard``) ends with finish_reason "loop"."""
         if self._thread is None:
             raise RuntimeError("Generator used outside 'async with'")
         if not prompt:
@@ -363,6 +365,10 @@ class Generator:
                 seq.job.send(Delta(delta))
             if seq.stops.stopped:
                 done.append((row, "stop"))
+            elif seq.guard.push(token):
+                # The same span over and over: more of it would only spend the budget (greedy never leaves it).
+                log.debug("reply looping on a %d-token span after %d tokens; stopped", seq.guard.period, seq.produced)
+                done.append((row, "loop"))
             elif seq.produced >= seq.budget:
                 done.append((row, "length"))
             else:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
+from engine.contract import SamplingParams
 from engine.errors import ModelError
+from engine.model.sampling import SamplingDefaults, generation_defaults
 from engine.model.template import ChatTemplate
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "parley-model.json"
 # 2: graphs take logit_positions (logits only where asked). Older folders still load and run.
@@ -22,6 +27,8 @@ LOGIT_POSITIONS = "logit_positions"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "chat_template.jinja", "genai_config.json")
 # Graph weights are large: their size is checked on every load, the checksum by `parley model verify`.
 LARGE_SUFFIXES = (".data", ".onnx_data")
+# The model's own sampling defaults, as transformers writes them (optional: older folders lack it).
+GENERATION_CONFIG = "generation_config.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -121,16 +128,50 @@ class LoadedModel:
     config: ModelConfig
     tokenizer: Tokenizer
     template: ChatTemplate
+    # The model's own sampling defaults (its generation_config.json); None: it sets none.
+    generation: SamplingDefaults | None = None
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    def sampling_params(
+        self,
+        *,
+        max_tokens: int,
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        repetition_penalty: float | None = None,
+    ) -> SamplingParams:
+        """Sampling for this model: each field as given (a setting), else the model's own default, else
+        Parley's fallback (``sampling.FALLBACK``)."""
+        given = SamplingDefaults(temperature, top_p, top_k, repetition_penalty)
+        return given.over(self.generation).params(max_tokens=max_tokens, seed=seed)
 
 
 def _ids(value: Any) -> set[int]:
     if value is None:
         return set()
     return {int(v) for v in value} if isinstance(value, list) else {int(value)}
+
+
+def read_generation(folder: Path) -> SamplingDefaults | None:
+    """The sampling defaults in ``folder``'s generation_config.json; an absent or unreadable file gives none
+    (the model still serves, on the configured or fallback sampling)."""
+    path = folder / GENERATION_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        log.warning("%s is unreadable (%s); using the default sampling", path, type(exc).__name__)
+        return None
+    if not isinstance(config, dict):
+        log.warning("%s is not a JSON object; using the default sampling", path)
+        return None
+    return generation_defaults(config)
 
 
 def load_model(folder: Path) -> LoadedModel:
@@ -172,4 +213,6 @@ def load_model(folder: Path) -> LoadedModel:
         bos_token=token_text("bos_token"),
         eos_token=token_text("eos_token"),
     )
-    return LoadedModel(info=info, config=config, tokenizer=tokenizer, template=template)
+    return LoadedModel(
+        info=info, config=config, tokenizer=tokenizer, template=template, generation=read_generation(folder)
+    )

@@ -29,6 +29,14 @@ def _parse_ids(value: object) -> object:
 Ids = Annotated[frozenset[int], NoDecode, BeforeValidator(_parse_ids)]
 
 
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# `PARLEY_TEMPERATURE=` as .env.example shows it means unset, not an invalid number.
+BlankIsUnset = BeforeValidator(_blank_is_none)
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "parley"
 
@@ -75,12 +83,13 @@ class Settings(BaseSettings):
     # history); least recently used are dropped first. 0 turns it off.
     kv_cache_mb: int = Field(default=1024, ge=0)
 
-    # Sampling defaults (temperature 0 is greedy, hence deterministic)
-    temperature: float = Field(default=0.0, ge=0.0, le=5.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=5.0)
-    seed: int | None = None
+    # Sampling defaults. Unset (or blank): the model's own (its generation_config.json), else Parley's
+    # fallback (engine/model/sampling.py). Temperature 0 is greedy, hence deterministic.
+    temperature: Annotated[float | None, BlankIsUnset] = Field(default=None, ge=0.0, le=5.0)
+    top_p: Annotated[float | None, BlankIsUnset] = Field(default=None, gt=0.0, le=1.0)
+    top_k: Annotated[int | None, BlankIsUnset] = Field(default=None, ge=0)
+    repetition_penalty: Annotated[float | None, BlankIsUnset] = Field(default=None, gt=0.0, le=5.0)
+    seed: Annotated[int | None, BlankIsUnset] = None
 
     # Conversation policy
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

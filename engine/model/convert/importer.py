@@ -6,13 +6,15 @@ The conversion tools (onnx, torch, transformers, gguf, onnxruntime-genai's build
 
 Pipeline: source -> HF folder (a GGUF is loaded and dequantised by transformers, then saved with its
 quantizer cleared) -> the builder writes model.onnx + tokenizer + chat template -> optional re-packing
--> manifest with checksums -> atomic rename into the models folder.
+-> the model's sampling defaults (generation_config.json) -> manifest with checksums -> atomic rename
+into the models folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -22,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ModelError
 from engine.model.catalog import (
@@ -48,6 +51,14 @@ PRECISIONS: dict[str, str] = {
     "int4": "int4",
 }
 Q4_1 = ("q4_1-exact", "q4_1-int8")  # built by quantize.py from a Q4_1 GGUF's own blocks
+# A GGUF's own sampling defaults (llama.cpp's `general.sampling.*` keys) under transformers' names.
+GGUF_SAMPLING = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+}
+GENERATION_CONFIG = "generation_config.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 # Imported only once an import actually runs; each is a module of the `convert` extra.
 TOOLS = ("onnx", "torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir")
@@ -114,6 +125,50 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+def _gguf_sampling(gguf: Path) -> dict[str, Any]:
+    """The sampling defaults a GGUF carries (newer llama.cpp conversions write them), which transformers
+    does not read."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(gguf))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot read %s's metadata for sampling defaults: %s", gguf.name, exc)
+        return {}
+    found: dict[str, Any] = {}
+    for key, name in GGUF_SAMPLING.items():
+        field = reader.fields.get(key)
+        if field is not None and isinstance(value := field.contents(), int | float):
+            found[name] = value
+    return found
+
+
+def _write_generation_config(
+    hf_dir: Path, gguf: Path | None, out: Path, overrides: Mapping[str, float | int] | None
+) -> None:
+    """The model's own generation_config.json in the model folder, for its sampling defaults (see
+    registry.load_model): the source's file, then a GGUF's sampling keys, then ``overrides`` over both.
+    A source file that is not a JSON object is left out (logged): the model then has no defaults."""
+    config: dict[str, Any] = {}
+    source = hf_dir / GENERATION_CONFIG
+    if source.is_file():
+        try:
+            parsed = json.loads(source.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        if isinstance(parsed, dict):
+            config = parsed
+        else:
+            log.warning("%s is not a JSON object; the model gets no sampling defaults from it", source)
+    added = {**(_gguf_sampling(gguf) if gguf is not None else {}), **(overrides or {})}
+    config.update(added)
+    if "temperature" in added:
+        # transformers decodes greedily without do_sample, whatever the temperature: keep the file meaning it.
+        config["do_sample"] = added["temperature"] > 0
+    if config:
+        (out / GENERATION_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def _hub_to_hf(repo_id: str, out: Path) -> Path:
     if not _hub_reachable():
         raise ModelError(
@@ -148,11 +203,14 @@ def import_model(
     precision: str | None = None,
     device: str = "cpu",
     force: bool = False,
+    generation: Mapping[str, float | int] | None = None,
     progress: Progress = stderr_progress,
 ) -> ModelInfo:
     """Convert ``source`` into ``models_dir/name``; an existing valid folder is reused unless ``force``.
 
     ``precision`` None means the most faithful fast choice: q4_1-exact for a GGUF it applies to, else fp32.
+    ``generation``: sampling defaults to record over what the source carries (generation_config.json's
+    names: temperature, top_p, top_k, repetition_penalty), for a GGUF whose upstream model sets them.
     """
     if precision is not None and precision not in PRECISIONS:
         raise ModelError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
@@ -223,6 +281,7 @@ def import_model(
             build_quantized(src, out, repacked, int8_activations=precision == "q4_1-int8")
             shutil.rmtree(out)
             out = repacked
+        _write_generation_config(hf_dir, src if kind == "gguf" else None, out, generation)
         progress("[3/3] writing the manifest and checksums")
         write_manifest(
             out,
