@@ -22,7 +22,7 @@ from engine.errors import DocumentRejected, InputRejected, ParleyError
 
 HELP = (
     "Commands:\n"
-    + help_lines(["new", "system", "model", "about", "help"])
+    + help_lines(["new", "system", "forget", "model", "about", "help"])
     + "\n/reset – the same as /new\n/export – print this conversation as JSON\n"  # noqa: RUF001
     "/file PATH [instruction] – read a document (text, PDF, DOCX, HTML, e-mail) and do what you ask\n"  # noqa: RUF001
     "/usage – tokens used in this conversation\n/quit – leave (Ctrl-D works too); Ctrl-C stops an answer"  # noqa: RUF001
@@ -119,6 +119,7 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
         "/system": lambda arg: commands.system(place, arg),
         "/model": lambda _: commands.model(place),
         "/about": lambda _: commands.about(place),
+        "/forget": lambda _: commands.forget(place),
     }
     print(f"Parley ({engine.model_name}). Type a message; /help for commands, /quit to leave.", flush=True)
     while True:

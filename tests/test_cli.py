@@ -149,6 +149,19 @@ def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
     assert "/about – Version, model, uptime and sources" in result.stdout  # noqa: RUF001
 
 
+def test_forget_in_the_terminal_erases_the_conversation(env: dict[str, str]) -> None:
+    script = "/system You are terse.\nWhat is 2+2?\n/forget\n/export\n/quit\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "chat", "-c", "private"],
+        input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "erased our conversation and your usage" in result.stdout
+    exported = json.loads(_parley(["export", "-c", "private"], env).stdout)
+    assert exported["turns"] == []
+    assert exported["persona"] is None
+
+
 def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str], model: LoadedModel) -> None:
     import signal
     import socket
