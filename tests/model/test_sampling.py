@@ -9,7 +9,7 @@ from engine.contract import SamplingParams
 from engine.conversation.engine import Engine
 from engine.conversation.store import Store
 from engine.model.convert.importer import _gguf_sampling, _write_generation_config
-from engine.model.registry import LoadedModel, load_model, read_generation
+from engine.model.registry import MANIFEST, LoadedModel, load_model, read_generation, write_manifest
 from engine.model.sampling import FALLBACK, Sampler, SamplingDefaults, generation_defaults
 from engine.runtime.settings import Settings, load_settings
 from tests.fakes.generator import ScriptedGenerator
@@ -168,12 +168,19 @@ def test_a_model_folder_generation_config_reaches_the_loaded_model(model: Loaded
     folder = tmp_path / "m"
     folder.mkdir()
     for f in model.info.path.iterdir():
-        if f.name != "generation_config.json":
+        if f.name not in ("generation_config.json", MANIFEST):
             (folder / f.name).symlink_to(f)
-    (folder / "generation_config.json").write_text('{"eos_token_id": 2, "temperature": 0.6, "top_p": 0.95}')
-    assert load_model(folder).generation == SamplingDefaults(temperature=0.6, top_p=0.95)
-    (folder / "generation_config.json").write_text("{oops")
-    assert load_model(folder).generation is None  # still loads
+    fields = {k: v for k, v in model.info.manifest.items() if k not in ("format", "files")}
+
+    def with_generation_config(text: str) -> LoadedModel:
+        (folder / "generation_config.json").write_text(text)
+        write_manifest(folder, **fields)  # the file is checksummed like every other
+        return load_model(folder)
+
+    assert with_generation_config('{"eos_token_id": 2, "temperature": 0.6, "top_p": 0.95}').generation == (
+        SamplingDefaults(temperature=0.6, top_p=0.95)
+    )
+    assert with_generation_config("{oops").generation is None  # still loads
 
 
 def test_import_copies_the_sources_generation_config_with_overrides(tmp_path: Path) -> None:
