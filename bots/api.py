@@ -138,11 +138,10 @@ async def read_files(messages: list[dict[str, str]], files: list[FilePart]) -> N
 
 
 def parse_request(
-    body: Any, engine: Engine, files: list[FilePart] | None = None
+    body: Any, engine: Engine, files: list[FilePart]
 ) -> tuple[list[dict[str, str]], SamplingParams, bool, bool]:
     """(messages, params, stream, include_usage) from a request body, or ApiError(400/404); file parts
     are collected into ``files``, for ``read_files``."""
-    files = [] if files is None else files
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)

@@ -131,12 +131,16 @@ def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
     assert "does not exist" in missing.stderr
 
 
-def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
-    script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/about\n/help\n/quit\n"
-    result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "chat", "-c", "t"],
+def _chat(script: str, conversation: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bots.cli", "chat", "-c", conversation],
         input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
+
+
+def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
+    script = "/system You are terse.\n/system\nWhat is 2+2?\n/usage\n/reset\n/export\n/about\n/help\n/quit\n"
+    result = _chat(script, "t", env)
     assert result.returncode == 0, result.stderr
     assert "Persona set:\nYou are terse." in result.stdout
     assert "This conversation's persona:\nYou are terse." in result.stdout
@@ -150,11 +154,7 @@ def test_chat_session_in_the_terminal(env: dict[str, str]) -> None:
 
 
 def test_forget_in_the_terminal_erases_the_conversation(env: dict[str, str]) -> None:
-    script = "/system You are terse.\nWhat is 2+2?\n/forget\n/export\n/quit\n"
-    result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "chat", "-c", "private"],
-        input=script, env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    result = _chat("/system You are terse.\nWhat is 2+2?\n/forget\n/export\n/quit\n", "private", env)
     assert result.returncode == 0, result.stderr
     assert "erased our conversation and your usage" in result.stdout
     exported = json.loads(_parley(["export", "-c", "private"], env).stdout)

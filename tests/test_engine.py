@@ -59,11 +59,14 @@ async def test_control_characters_never_reach_the_store(engine: Engine, key: Con
     assert (await engine.store.history(key))[0].content == "Say hi please"
 
 
-async def test_same_message_id_is_answered_once(engine: Engine, key: ConversationKey) -> None:
-    await _run(engine, ChatRequest(key, "Hello!", message_id="777"))
+async def test_same_message_id_is_answered_once(engine: Engine, redis: Redis, key: ConversationKey) -> None:
+    await _run(engine, ChatRequest(key, "Hello!", message_id="777", author_id="ann"))
     with pytest.raises(InputRejected, match="already answered"):
-        await _run(engine, ChatRequest(key, "Hello!", message_id="777"))
+        await _run(engine, ChatRequest(key, "Hello!", message_id="777", author_id="ann"))
     assert len(await engine.store.history(key)) == 2
+    # the stored answer consumed its lease's keys, the refused one deleted its own: none is left
+    assert await redis.keys(f"*{key.chat}*:lease:*") == []
+    assert await redis.keys("parley:person:{test:ann}:lease:*") == []
 
 
 async def test_persona_changes_the_system_prompt(engine: Engine, key: ConversationKey) -> None:

@@ -261,16 +261,19 @@ class Engine:
             # this answer's writes are refused. An erasure here stops this request before it erases
             # (_stop_all), so a lease opened after it is caught by the check below.
             lease = await self.store.open_lease(key, request.author_id, uuid.uuid4().hex)
+            spent = False  # a stored answer's writes consumed every key of its lease
             try:
                 if cancel.is_set():
                     raise InputRejected(
                         "stopped before I could answer (was the conversation erased?); nothing was kept"
                     )
                 async for event in self._answer(request, text, params, cancel, lease):
+                    spent = isinstance(event, Reply) and event.stored
                     yield event
             finally:
-                with contextlib.suppress(StoreUnavailable):
-                    await self.store.close_lease(lease)
+                if not spent:
+                    with contextlib.suppress(StoreUnavailable):
+                        await self.store.close_lease(lease)
 
     async def _answer(
         self, request: ChatRequest, text: str, params: SamplingParams, cancel: threading.Event, lease: Lease

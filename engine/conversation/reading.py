@@ -53,25 +53,25 @@ def split_parts(text: str, model: LoadedModel, max_tokens: int) -> list[str]:
     def size(piece: str) -> int:
         return len(model.tokenizer.encode(piece, add_special_tokens=False).ids)
 
-    pieces: list[str] = []
+    pieces: list[tuple[str, int]] = []  # each piece with its size, counted once
     for block in _BLOCKS.split(text):
-        if not block.strip():
+        if not (block := block.strip()):
             continue
-        if size(block) <= max_tokens:
-            pieces.append(block.strip())
+        if (n := size(block)) <= max_tokens:
+            pieces.append((block, n))
             continue
         for sentence in _SENTENCES.split(block):
-            while size(sentence) > max_tokens:  # roughly 3 characters a token: cut well inside the limit
+            while (n := size(sentence)) > max_tokens:  # roughly 3 characters a token: cut well inside it
                 cut = max(1, max_tokens * 2)
-                pieces.append(sentence[:cut])
+                pieces.append((sentence[:cut], size(sentence[:cut])))
                 sentence = sentence[cut:]
             if sentence.strip():
-                pieces.append(sentence.strip())
+                pieces.append((sentence.strip(), n))
     parts: list[str] = []
     current: list[str] = []
     used = 0
-    for piece in pieces:
-        cost = size(piece) + 2
+    for piece, n in pieces:
+        cost = n + 2  # the blank line joining it
         if current and used + cost > max_tokens:
             parts.append("\n\n".join(current))
             current, used = [], 0

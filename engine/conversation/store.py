@@ -149,10 +149,6 @@ class Store:
             await guard(pipe.execute())
         return lease
 
-    async def holds(self, lease: Lease) -> bool:
-        """The conversation has not been erased since the lease was opened."""
-        return bool(await guard(self.redis.exists(lease.conversation)))
-
     async def close_lease(self, lease: Lease) -> None:
         await guard(self.redis.delete(*lease.keys))
 
