@@ -39,18 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="import and list models")
     msub = model.add_subparsers(dest="model_command", required=True)
     imp = msub.add_parser("import", help="convert a GGUF file, a Hugging Face folder or a hub id to ONNX")
-    imp.add_argument("source", help="path to a .gguf file or model folder, a hub id (org/name), or builtin:smollm2")
+    imp.add_argument(
+        "source",
+        help="path to a .gguf file or model folder, a hub id (org/name), or a built-in model (builtin:NAME, "
+        "see `parley model list --available`)",
+    )
     imp.add_argument("--name", help="name of the model folder (default: from the source)")
     imp.add_argument(
         "--precision",
         default=None,
-        help="q4_1-exact (a Q4_1 GGUF's own blocks; the default where it applies), q4_1-int8 (the same blocks "
-        "with int8 activations: faster, llama.cpp's fidelity), fp32 (the default otherwise), int8, int4, or fp16 "
-        "for CUDA",
+        help="gguf (a GGUF's own blocks as they are, int8 activations: the default where it applies), "
+        "gguf-exact (the same blocks, fp32 activations where the kernels allow: slower, the fp32 result), "
+        "fp32 (the default otherwise), int8, int4, or fp16 for CUDA",
     )
     imp.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     imp.add_argument("--force", action="store_true", help="re-import even if the folder exists")
-    msub.add_parser("list", help="list imported models")
+    listing = msub.add_parser("list", help="list imported models")
+    listing.add_argument("--available", action="store_true", help="list the built-in models that can be imported")
     verify = msub.add_parser("verify", help="check every file of a model against its manifest's checksums")
     verify.add_argument("name")
     return p
@@ -137,7 +142,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _model_command(args: argparse.Namespace, settings: Settings) -> None:
-    from engine.model import registry
+    from engine.model import catalog, registry
     from engine.model.convert import importer
 
     if args.model_command == "import":
@@ -150,6 +155,14 @@ def _model_command(args: argparse.Namespace, settings: Settings) -> None:
             force=args.force,
         )
         print(info.path)
+    elif args.model_command == "list" and args.available:
+        imported = {m.name for m in registry.list_models(settings.models_path)}
+        print("NAME\tMODEL\tSIZE\tLICENCE\tEVAL\tSPEED (2 cores)\tIMPORTED")
+        for b in catalog.BUILTINS:
+            size = f"{b.size / 1e6:,.0f} MB" if b.size else "installed"
+            mark = "yes" if b.name in imported else "no"
+            print(f"{b.name}\t{b.title}\t{size}\t{b.licence}\t{b.quality}\t{b.speed}\t{mark}")
+        print("Import one with `parley model import builtin:NAME`, or set PARLEY_MODEL=NAME (imported on first use).")
     elif args.model_command == "list":
         models = registry.list_models(settings.models_path)
         if not models:

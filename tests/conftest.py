@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.conversation.store import Store
-from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE, DEFAULT_PRECISION, resolve_model
+from engine.model.catalog import BUILTIN_NAME, BUILTIN_SOURCE, resolve_model
 from engine.model.convert.importer import import_model
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
@@ -64,8 +64,6 @@ def model(models_dir: Path) -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def fp32_model(models_dir: Path, model: LoadedModel) -> LoadedModel:
-    if DEFAULT_PRECISION == "fp32":
-        return model
     info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-fp32", precision="fp32",
                         progress=lambda _: None)  # fmt: skip
     return load_model(info.path)

@@ -126,6 +126,12 @@ def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
     listed = _parley(["model", "list"], env)
     assert listed.returncode == 0
     assert model.name in listed.stdout
+    available = _parley(["model", "list", "--available"], env)
+    assert available.returncode == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in available.stdout.splitlines()[1:-1]}
+    assert set(rows) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert rows["qwen2.5-coder-1.5b"][2] == "1,117 MB" and rows["qwen2.5-coder-1.5b"][3] == "Apache-2.0"
+    assert rows[model.name][-1] == "yes"
     missing = _parley(["model", "verify", "nope"], env)
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr

@@ -116,16 +116,17 @@ def test_hub_id_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert time.monotonic() - started < 10
 
 
-def test_exact_precision_needs_a_q4_1_gguf(tmp_path: Path) -> None:
+def test_gguf_precisions_need_a_gguf(tmp_path: Path) -> None:
     folder = tmp_path / "hf"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    with pytest.raises(ModelError, match="needs a llama GGUF in Q4_1"):
-        import_model(str(folder), tmp_path / "models", precision="q4_1-exact")
+    for precision in ("gguf", "gguf-exact"):
+        with pytest.raises(ModelError, match=f"{precision} runs a GGUF's own blocks, but not a GGUF file"):
+            import_model(str(folder), tmp_path / "models", precision=precision)
 
 
 def test_default_model_keeps_the_gguf_blocks(model: LoadedModel) -> None:
-    assert model.info.precision == "q4_1-exact"
+    assert model.info.precision == "gguf-exact"
     assert model.info.manifest["format"] == 2
     data = model.info.path / "model.onnx.data"
     assert data.stat().st_size < 200_000_000  # 4-bit blocks, not the 540 MB fp32 weights

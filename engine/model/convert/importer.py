@@ -30,27 +30,29 @@ from typing import Any
 
 from engine.errors import ModelError
 from engine.model.catalog import (
-    BUILTIN_NAME,
-    BUILTIN_SOURCE,
+    BUILTINS,
     DEFAULT_PRECISION,
+    SOURCES_DIR,
     Progress,
     builtin_gguf,
+    builtin_precision,
+    find_builtin,
     stderr_progress,
 )
 from engine.model.registry import ModelInfo, read_model_info, write_manifest
 
 log = logging.getLogger(__name__)
 
-# precision -> what the builder is asked for (the q4_1 ones start from its fp32 graph)
-PRECISIONS: dict[str, str] = {
-    "q4_1-exact": "fp32",  # the GGUF's own 4-bit blocks, exactly (see quantize.py); GGUF Q4_1 sources only
-    "q4_1-int8": "fp32",  # the same blocks with int8 activations: faster, llama.cpp's fidelity
+# precision -> what the builder is asked for; None: written straight from the GGUF (gguf_onnx.py)
+PRECISIONS: dict[str, str | None] = {
+    "gguf": None,  # the GGUF's own blocks as they are, int8 activations: llama.cpp's arithmetic (CPU)
+    "gguf-exact": None,  # the same blocks with fp32 activations where the kernels allow: the fp32 result
     "fp32": "fp32",
     "fp16": "fp16",  # CUDA
     "int8": "int8",
     "int4": "int4",
 }
-Q4_1 = ("q4_1-exact", "q4_1-int8")  # built by quantize.py from a Q4_1 GGUF's own blocks
+DIRECT = ("gguf", "gguf-exact")
 # A GGUF's own sampling defaults (llama.cpp's `general.sampling.*` keys) under transformers' names.
 GGUF_SAMPLING = {
     "general.sampling.temp": "temperature",
@@ -64,13 +66,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TOOLS = ("onnx", "torch", "transformers", "onnxruntime_genai", "gguf", "onnx_ir")
 
 
-def _exact_applies(gguf: Path) -> bool:
-    from engine.model.convert.quantize import supports
+def _direct_refusal(gguf: Path) -> str | None:
+    """Why ``gguf`` cannot be written directly from its blocks (None: it can)."""
+    from engine.model.convert.gguf_onnx import buildable
 
-    try:
-        return supports(gguf)
-    except (ValueError, OSError, KeyError):
-        return False
+    return buildable(gguf)
 
 
 def require_tools() -> None:
@@ -111,6 +111,31 @@ def _quiet_progress_bars() -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = old
 
 
+def _gguf_tokenizer(gguf: Path, out: Path) -> None:
+    """tokenizer.json, tokenizer_config.json and chat_template.jinja from the GGUF's metadata."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        raise ModelError(f"{gguf.name} carries no chat template; Parley needs one to talk to the model")
+    tokenizer.save_pretrained(str(out))
+
+
+def _write_direct(gguf: Path, out: Path, precision: str) -> None:
+    from tqdm import tqdm
+
+    from engine.model.convert.gguf_onnx import total_bytes, write_onnx
+
+    # One updating line with a rate and an ETA on a terminal; nothing when stderr is not one.
+    with tqdm(
+        total=total_bytes(gguf), unit="B", unit_scale=True, desc="weights", file=sys.stderr, disable=None, leave=False
+    ) as bar:
+        try:
+            write_onnx(gguf, out, precision=precision, tick=bar.update)
+        except ValueError as exc:  # an unsupported type or a block that does not check out
+            raise ModelError(str(exc)) from None
+
+
 def _gguf_to_hf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,14 +169,14 @@ def _gguf_sampling(gguf: Path) -> dict[str, Any]:
 
 
 def _write_generation_config(
-    hf_dir: Path, gguf: Path | None, out: Path, overrides: Mapping[str, float | int] | None
+    hf_dir: Path | None, gguf: Path | None, out: Path, overrides: Mapping[str, float | int] | None
 ) -> None:
     """The model's own generation_config.json in the model folder, for its sampling defaults (see
     registry.load_model): the source's file, then a GGUF's sampling keys, then ``overrides`` over both.
     A source file that is not a JSON object is left out (logged): the model then has no defaults."""
     config: dict[str, Any] = {}
-    source = hf_dir / GENERATION_CONFIG
-    if source.is_file():
+    source = hf_dir / GENERATION_CONFIG if hf_dir is not None else None
+    if source is not None and source.is_file():
         try:
             parsed = json.loads(source.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -195,6 +220,31 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, device: str, cache: Pa
         raise ModelError(f"the ONNX builder failed for {hf_dir}:\n{tail}")
 
 
+def _builder_import(
+    source: str, kind: str, src: Path, tmp: Path, out: Path, precision: str, device: str, progress: Progress
+) -> Path:
+    """The route for everything not written directly: a Hugging Face folder (a GGUF dequantised by
+    transformers first), built by onnxruntime-genai's builder. Returns the HF folder used."""
+    from engine.model.convert.graph import add_logit_positions
+
+    hf_dir = tmp / "hf"
+    if kind == "gguf":
+        progress(f"importing {src.name}: [1/3] reading and dequantising the GGUF weights")
+        _gguf_to_hf(src, hf_dir)
+    elif kind == "hub":
+        progress(f"importing {source}: [1/3] downloading from the Hugging Face hub")
+        hf_dir = _hub_to_hf(source, hf_dir)
+    else:
+        progress(f"importing {src}: [1/3] reading the model folder")
+        hf_dir = src
+    progress(f"[2/3] building the ONNX graph ({precision}, {device})")
+    builder_precision = PRECISIONS[precision]
+    assert builder_precision is not None
+    _run_builder(hf_dir, out, builder_precision, device, tmp / "cache")
+    add_logit_positions(out / "model.onnx")
+    return hf_dir
+
+
 def import_model(
     source: str,
     models_dir: Path,
@@ -208,7 +258,8 @@ def import_model(
 ) -> ModelInfo:
     """Convert ``source`` into ``models_dir/name``; an existing valid folder is reused unless ``force``.
 
-    ``precision`` None means the most faithful fast choice: q4_1-exact for a GGUF it applies to, else fp32.
+    ``precision`` None means the default: a GGUF whose architecture and block types Parley writes
+    directly gets ``DEFAULT_PRECISION`` on the CPU (its own blocks); anything else fp32.
     ``generation``: sampling defaults to record over what the source carries (generation_config.json's
     names: temperature, top_p, top_k, repetition_penalty), for a GGUF whose upstream model sets them.
     """
@@ -218,15 +269,21 @@ def import_model(
         raise ModelError("device must be 'cpu' or 'cuda'")
     if precision == "fp16" and device != "cuda":
         raise ModelError("fp16 is for CUDA; use --device cuda, or fp32/int8/int4 for the CPU")
-    if precision in Q4_1 and device != "cpu":
+    if precision in DIRECT and device != "cpu":
         raise ModelError(f"{precision} is built for the CPU; use fp16 for CUDA")
 
     # Resolve the source first, so a bad one fails fast without touching the models folder.
     if not source.strip():
         raise ModelError("no model source given: pass a .gguf file, a model folder or a hub id")
     path = Path(source).expanduser()
-    if source == BUILTIN_SOURCE:
-        kind, src = "gguf", builtin_gguf()
+    builtin = find_builtin(source) if source.startswith("builtin:") else None
+    if source.startswith("builtin:"):
+        if builtin is None:
+            raise ModelError(f"unknown built-in model '{source}'; built in: {', '.join(b.source for b in BUILTINS)}")
+        kind, src = "gguf", Path(builtin.file)  # fetched below, once it is known to be needed
+        name = name or builtin.name
+        precision = precision or builtin_precision(builtin, device)
+        generation = {**builtin.generation, **(generation or {})}
     elif path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelError(f"{path} is not a GGUF file (expected a .gguf file or a model folder)")
@@ -240,7 +297,7 @@ def import_model(
     else:
         raise ModelError(f"model source '{source}' is not a GGUF file, a model folder or a hub id")
 
-    name = name or (BUILTIN_NAME if source == BUILTIN_SOURCE else re.sub(r"[^\w.\-]", "-", src.stem or src.name))
+    name = name or re.sub(r"[^\w.\-]", "-", src.stem or src.name)
     target = models_dir / name
     if target.exists() and not force:
         try:
@@ -249,44 +306,34 @@ def import_model(
             progress(f"{target} is incomplete or corrupt; importing again")
         else:
             return info
+    if builtin is not None:
+        src = builtin_gguf(builtin, models_dir / SOURCES_DIR, progress)
     require_tools()
+    refusal = _direct_refusal(src) if kind == "gguf" else "not a GGUF file"
     if precision is None:
-        precision = DEFAULT_PRECISION if kind == "gguf" and device == "cpu" and _exact_applies(src) else "fp32"
-    if precision in Q4_1 and (kind != "gguf" or not _exact_applies(src)):
-        raise ModelError(f"{precision} keeps a GGUF's own 4-bit blocks: it needs a llama GGUF in Q4_1 (Q8_0 embedding)")
-    from engine.model.convert.graph import add_logit_positions
-
-    builder_precision = PRECISIONS[precision]
+        precision = DEFAULT_PRECISION if device == "cpu" and refusal is None else "fp32"
+    if precision in DIRECT and refusal is not None:
+        raise ModelError(f"{precision} runs a GGUF's own blocks, but {refusal}; use --precision fp32 or int4")
     models_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f".import-{name}-", dir=models_dir) as tmp_name, _quiet_progress_bars():
+    with tempfile.TemporaryDirectory(prefix=f".import-{name}-", dir=models_dir) as tmp_name:
         tmp = Path(tmp_name)
-        hf_dir, out = tmp / "hf", tmp / "onnx"
-        if kind == "gguf":
-            progress(f"importing {src.name}: [1/3] reading and dequantising the GGUF weights")
-            _gguf_to_hf(src, hf_dir)
-        elif kind == "hub":
-            progress(f"importing {source}: [1/3] downloading from the Hugging Face hub")
-            hf_dir = _hub_to_hf(source, hf_dir)
+        out, hf_dir = tmp / "onnx", None
+        if precision in DIRECT:
+            progress(f"importing {src.name}: [1/3] writing the ONNX graph from the GGUF's own blocks ({precision})")
+            _write_direct(src, out, precision)
+            progress("[2/3] reading the tokenizer and chat template")
+            with _quiet_progress_bars():
+                _gguf_tokenizer(src, out)
         else:
-            progress(f"importing {src}: [1/3] reading the model folder")
-            hf_dir = src
-        progress(f"[2/3] building the ONNX graph ({precision}, {device})")
-        _run_builder(hf_dir, out, builder_precision, device, tmp / "cache")
-        add_logit_positions(out / "model.onnx")
-        if precision in Q4_1:
-            from engine.model.convert.quantize import build_quantized
-
-            repacked = tmp / "q4_1"
-            build_quantized(src, out, repacked, int8_activations=precision == "q4_1-int8")
-            shutil.rmtree(out)
-            out = repacked
+            with _quiet_progress_bars():
+                hf_dir = _builder_import(source, kind, src, tmp, out, precision, device, progress)
         _write_generation_config(hf_dir, src if kind == "gguf" else None, out, generation)
         progress("[3/3] writing the manifest and checksums")
         write_manifest(
             out,
             name=name,
-            source=source if kind != "gguf" else str(src),
+            source=builtin.source if builtin is not None else source if kind != "gguf" else str(src),
             source_kind=kind,
             precision=precision,
             device=device,
