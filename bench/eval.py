@@ -345,7 +345,7 @@ def evaluate(args: argparse.Namespace, items: list[Item], settings: Settings) ->
             {"engine": "parley", "model": info.name, "precision": info.precision, "wall_s": round(wall, 1)}
             | score(items, answers)
         )
-        source = Path(str(info.manifest.get("source", "")))
+        source = Path(str(info.manifest.get("gguf") or info.manifest.get("source", "")))
         if info.manifest.get("source_kind") == "gguf" and source.is_file():
             ggufs.setdefault(source, info.name)
     if args.skip_llama:

@@ -81,6 +81,11 @@ async def _serve(settings: Settings) -> None:
     from engine.runtime.http import HttpServer
 
     async with open_engine(settings) as engine, AsyncExitStack() as front_ends:
+        print(
+            f"Answering with {engine.model_summary()}. PARLEY_MODEL chooses another "
+            "(`parley model list --available` lists the built-in ones).",
+            flush=True,
+        )
         if not (settings.api_port or settings.telegram_bot_token or settings.discord_bot_token):
             print("No front end is configured (set PARLEY_API_PORT, TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN):")
             print("starting the terminal chat.")

@@ -26,6 +26,8 @@ from tests.fakes.model import tiny_model as tiny
 from tests.redis_process import RedisProcess
 
 CONTEXT_TOKENS = 2048
+# The suite runs the small model, whatever the default for `make run` is (a child `parley` process included).
+os.environ["PARLEY_MODEL"] = BUILTIN_NAME
 
 
 @pytest.fixture(scope="session")

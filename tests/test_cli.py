@@ -130,7 +130,7 @@ def test_model_list_and_verify(env: dict[str, str], model: LoadedModel) -> None:
     assert available.returncode == 0
     rows = {line.split("\t")[0]: line.split("\t") for line in available.stdout.splitlines()[1:-1]}
     assert set(rows) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
-    assert rows["qwen2.5-coder-1.5b"][2] == "1,117 MB" and rows["qwen2.5-coder-1.5b"][3] == "Apache-2.0"
+    assert rows["qwen2.5-coder-1.5b"][2:4] == ["1,117 MB", "Apache-2.0"]
     assert rows[model.name][-1] == "yes"
     missing = _parley(["model", "verify", "nope"], env)
     assert missing.returncode == 1
@@ -220,6 +220,8 @@ def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str]
         assert proc.returncode == 0, err
         assert f"{base}/v1" in out
         assert f"{base}/healthz" in out
+        assert f"Answering with {model.name} ({model.info.precision}" in out
+        assert "PARLEY_MODEL chooses another" in out
         lines = [json.loads(line) for line in err.splitlines()]  # every log line is one JSON object
         assert {"ts", "level", "logger", "msg"} <= set(lines[0])
     finally:

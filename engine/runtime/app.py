@@ -37,7 +37,8 @@ async def open_engine(settings: Settings, *, progress: Progress | None = None) -
             # Prompts are built here (tokenizer, chat template); the ONNX session lives in the workers.
             remote_generator = RemoteGenerator(
                 redis,
-                context_tokens=settings.context_tokens,
+                # as the workers' runners cap it: a model's own context may be shorter than the setting
+                context_tokens=min(settings.context_tokens, model.config.context_length),
                 job_timeout=settings.job_timeout,
                 max_waiting=settings.max_waiting,
             )

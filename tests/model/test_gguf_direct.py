@@ -54,7 +54,7 @@ def random_tensor(rng: np.random.Generator, kind: str, rows: int, cols: int) -> 
 
 # arch -> block type per tensor role
 MIXES: dict[str, dict[str, str]] = {
-    "llama": {"embed": "Q8_0", "attn": "Q4_1", "ffn": "Q4_0", "down": "Q5_1", "head": "tied"},
+    "llama": {"embed": "Q4_K", "attn": "Q4_1", "ffn": "Q4_0", "down": "Q5_1", "head": "tied"},
     "qwen2": {"embed": "Q4_K", "attn": "Q4_K", "ffn": "Q5_K", "down": "Q6_K", "head": "Q6_K"},
     "qwen3": {"embed": "Q5_0", "attn": "Q8_0", "ffn": "F16", "down": "Q4_K", "head": "Q5_0"},
 }

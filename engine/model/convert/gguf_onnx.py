@@ -270,7 +270,8 @@ class _Writer:
             hi, lo = self.op("Split", [y], f"{tag}/unsplit", outputs=2, axis=0, num_outputs=2)
             y = self.one("Add", [hi, lo], f"{tag}/sum")
         if blocks.offsets is not None:
-            offsets = self.const(f"{tag}.offsets", np.ascontiguousarray(blocks.offsets.T))
+            # [blocks, N]: not the embedding's [N, blocks] table, which a tied head shares the name prefix with
+            offsets = self.const(f"{tag}.block_offsets", np.ascontiguousarray(blocks.offsets.T))
             y = self.one(
                 "Add",
                 [y, self.one("MatMul", [self.blocksum(x, blocks.block), offsets], f"{tag}/offsets")],
@@ -507,7 +508,7 @@ def write_onnx(gguf: Path, out: Path, *, precision: str, tick: Tick) -> Spec:
     reader = GGUFReader(str(gguf))
     spec = read_spec(reader)
     if bad := unsupported_tensors(reader):
-        raise UnsupportedType(bad[0].split(" (")[0], bad[0].split(" (")[1].rstrip(")"))
+        raise ValueError(f"{bad[0]} cannot run as it is")
     out.mkdir(parents=True, exist_ok=True)
     weights = _Weights(out)
     try:

@@ -209,8 +209,9 @@ def _hub_to_hf(repo_id: str, out: Path) -> Path:
 
 
 def _run_builder(hf_dir: Path, out: Path, precision: str, device: str, cache: Path) -> None:
+    # The builder (python -m onnxruntime_genai.models.builder) with hf_prepare's patches for what it misreads.
     cmd = [
-        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        sys.executable, "-m", "engine.model.convert.hf_prepare",
         "-i", str(hf_dir), "-o", str(out), "-p", precision, "-e", device, "-c", str(cache),
     ]  # fmt: skip
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
@@ -226,6 +227,7 @@ def _builder_import(
     """The route for everything not written directly: a Hugging Face folder (a GGUF dequantised by
     transformers first), built by onnxruntime-genai's builder. Returns the HF folder used."""
     from engine.model.convert.graph import add_logit_positions
+    from engine.model.convert.hf_prepare import cap_context, prepare
 
     hf_dir = tmp / "hf"
     if kind == "gguf":
@@ -240,7 +242,9 @@ def _builder_import(
     progress(f"[2/3] building the ONNX graph ({precision}, {device})")
     builder_precision = PRECISIONS[precision]
     assert builder_precision is not None
-    _run_builder(hf_dir, out, builder_precision, device, tmp / "cache")
+    prepared = prepare(hf_dir, tmp / "hf-prepared")
+    _run_builder(prepared.folder, out, builder_precision, device, tmp / "cache")
+    cap_context(out, prepared.context_cap)
     add_logit_positions(out / "model.onnx")
     return hf_dir
 
@@ -335,6 +339,7 @@ def import_model(
             name=name,
             source=builtin.source if builtin is not None else source if kind != "gguf" else str(src),
             source_kind=kind,
+            gguf=str(src) if kind == "gguf" else None,  # the file a built-in source was fetched to
             precision=precision,
             device=device,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
