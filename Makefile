@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e '.[bench]'
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --gguf qwen2.5-coder-1.5b --models qwen2.5-coder-1.5b
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.adapter --messages 200 --chats 16
 

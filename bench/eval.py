@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 from engine.contract import Finished, SamplingParams
 from engine.conversation.engine import Engine
 from engine.conversation.store import Store
-from engine.model.catalog import BUILTIN_NAME, resolve_model
+from engine.model.catalog import resolve_model
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel, load_model
 from engine.model.runner import OnnxRunner
@@ -407,7 +407,9 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=BUILTIN_NAME, help="model folder names, comma-separated")
+    parser.add_argument(
+        "--models", default="", help="model folder names, comma-separated (default: the configured model)"
+    )
     parser.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply at most")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--skip-llama", action="store_true", help="no llama.cpp rows")
@@ -415,11 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)
-    args.models = [n.strip() for n in args.models.split(",") if n.strip()]
+    settings = load_settings()
+    args.models = [n.strip() for n in (args.models or settings.model).split(",") if n.strip()]
     if not args.models:
         parser.error("--models named no model")
     items = load_items(args.questions)[: args.limit or None]
-    settings = load_settings()
     runs = evaluate(args, items, settings)
     results = {
         "command": shlex.join(["python", "-m", "bench.eval", *argv]),

