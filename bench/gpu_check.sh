@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, on a CUDA machine without network, in under 8 minutes: install what is missing from
-# the wheels beside the checkout (bench/gpu_wheels.sh prepares them), import the default model for
+# the wheels beside the checkout (bench/gpu_wheels.sh prepares them), import the small built-in model for
 # CUDA (fp16), run the load benchmark at 1, 16 and 64 concurrent conversations, print the table and the
 # batch-1 decode speed against the memory-bandwidth bound.
 #   bench/gpu_check.sh [WHEELS_DIR]     (default: ../wheels)
@@ -24,8 +24,8 @@ assert "CUDAExecutionProvider" in ort.get_available_providers(), ort.get_availab
 print("onnxruntime", ort.__version__, ort.get_available_providers())
 PY
 
-step "importing the default model for CUDA (fp16)"
-"$PY" -m engine.cli model import builtin:smollm2 --device cuda --precision fp16 --name smollm2-135m --force
+step "importing the small built-in model (SmolLM2-135M) for CUDA (fp16)"
+"$PY" -m bots.cli model import builtin:smollm2 --device cuda --precision fp16 --name smollm2-135m --force
 
 step "load benchmark (1, 16, 64 conversations)"
 mkdir -p "$OUT"
@@ -36,7 +36,7 @@ step "batch-1 decode against the memory-bandwidth bound"
 OUT="$OUT" "$PY" - <<'PY'
 import json, os, pathlib, time
 import torch
-from engine.settings import load_settings
+from engine.runtime.settings import load_settings
 
 load = json.loads((pathlib.Path(os.environ["OUT"]) / "results.json").read_text())["load"]
 tok_s = load["sweep"]["1"]["one-at-a-time"]["decode_tok_s_p50"]
