@@ -153,10 +153,10 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
 def _gguf_sampling(gguf: Path) -> dict[str, Any]:
     """The sampling defaults a GGUF carries (newer llama.cpp conversions write them), which transformers
     does not read."""
-    from gguf import GGUFReader
+    from engine.model.convert.gguf_onnx import read_gguf
 
     try:
-        reader = GGUFReader(str(gguf))
+        reader = read_gguf(gguf)
     except (ValueError, OSError) as exc:
         log.warning("cannot read %s's metadata for sampling defaults: %s", gguf.name, exc)
         return {}
