@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from engine.errors import (
     Refused,
     StoreUnavailable,
 )
+from engine.retrieval.search import SearchUnavailable
 from engine.runtime.http import HttpServer
 from engine.runtime.settings import Settings
 
@@ -43,7 +45,9 @@ KNOWN_FIELDS = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
     "top_p", "stop", "seed", "user", "n", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs",
     "logit_bias", "response_format", "parallel_tool_calls", "metadata", "store", "service_tier",
+    "web_search_options",
 }  # fmt: skip
+_CITATION = re.compile(r"\[(\d{1,3})\]")
 MAX_STOPS = 4
 
 
@@ -139,9 +143,9 @@ async def read_files(messages: list[dict[str, str]], files: list[FilePart]) -> N
 
 def parse_request(
     body: Any, engine: Engine, files: list[FilePart]
-) -> tuple[list[dict[str, str]], SamplingParams, bool, bool]:
-    """(messages, params, stream, include_usage) from a request body, or ApiError(400/404); file parts
-    are collected into ``files``, for ``read_files``."""
+) -> tuple[list[dict[str, str]], SamplingParams, bool, bool, bool]:
+    """(messages, params, stream, include_usage, search) from a request body, or ApiError(400/404); file
+    parts are collected into ``files``, for ``read_files``."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)
@@ -209,7 +213,26 @@ def parse_request(
         stop=stops,
         seed=seed if seed is not None else defaults.seed,
     )
-    return messages, params, stream, bool(options.get("include_usage"))
+    # OpenAI's field for answering from a web search; its options (context size, location) tune OpenAI's own
+    # search engine and are accepted without effect here.
+    search = body.get("web_search_options")
+    if search is not None and not isinstance(search, dict):
+        raise _bad("'web_search_options' must be an object", "web_search_options")
+    if search is not None and not engine.can_search:
+        raise _bad("web search is not set up on this server (PARLEY_SEARCH_URL)", "web_search_options")
+    return messages, params, stream, bool(options.get("include_usage")), search is not None
+
+
+def url_citations(text: str, sources: tuple[dict[str, str], ...]) -> list[dict[str, Any]]:
+    """OpenAI's ``url_citation`` annotations: where each citation of a web page stands in the answer."""
+    found = []
+    for match in _CITATION.finditer(text):
+        n = int(match[1])
+        if 1 <= n <= len(sources) and (url := sources[n - 1].get("url")):
+            citation = {"start_index": match.start(), "end_index": match.end(), "url": url,
+                        "title": sources[n - 1]["title"]}  # fmt: skip
+            found.append({"type": "url_citation", "url_citation": citation})
+    return found
 
 
 def _usage(fin: Finished) -> dict[str, int]:
@@ -295,7 +318,7 @@ class ApiServer:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _bad("the request body is not valid JSON") from None
         files: list[FilePart] = []
-        messages, params, stream, include_usage = parse_request(body, self.engine, files)
+        messages, params, stream, include_usage, search = parse_request(body, self.engine, files)
         try:
             await read_files(messages, files)
         except DocumentRejected as exc:
@@ -306,7 +329,8 @@ class ApiServer:
             retry = {"Retry-After": str(exc.retry_after)}
             raise ApiError(429, str(exc), kind="rate_limit_error", code="rate_limit_exceeded", headers=retry) from None
         cancel = threading.Event()
-        events = self.engine.complete(messages, params, cancel=cancel)
+        # The API serves the community too: its global knowledge base grounds the answers it matches.
+        events = self.engine.complete(messages, params, cancel=cancel, search=search, knowledge=True)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         try:
             first = await anext(aiter(events))
@@ -319,6 +343,8 @@ class ApiServer:
         except GeneratorBusy as exc:
             retry = {"Retry-After": "1"}
             raise ApiError(503, str(exc), kind="server_error", code="overloaded", headers=retry) from None
+        except SearchUnavailable as exc:
+            raise ApiError(503, str(exc), kind="server_error", code="search_unavailable") from None
         try:
             if stream:
                 return await self._stream(request, completion_id, first, events, include_usage)
@@ -342,7 +368,11 @@ class ApiServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": fin.text},
+                        "message": {
+                            "role": "assistant",
+                            "content": fin.text,
+                            "annotations": url_citations(fin.text, fin.sources),
+                        },
                         "finish_reason": _finish_reason(fin),
                         "logprobs": None,
                     }
@@ -390,7 +420,8 @@ class ApiServer:
             if isinstance(event, Delta):
                 await send({"content": event.text})
             else:
-                await send({}, _finish_reason(event))
+                # The citations' places are known once the whole answer is: they come with the last chunk.
+                await send({"annotations": url_citations(event.text, event.sources)}, _finish_reason(event))
                 if include_usage:
                     await send({}, usage=_usage(event), choices=False)
         await response.write(b"data: [DONE]\n\n")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 
-from engine.errors import ConfigError, ParleyError
+from engine.errors import ConfigError, InputRejected, ParleyError
 from engine.runtime.logs import setup_logging
 from engine.runtime.settings import Settings, load_settings
 
@@ -31,7 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--conversation", "-c", help="continue this conversation (default: a new one, whose id --json reports)"
     )
-    ask.add_argument("--json", action="store_true", help="print the reply and its figures as JSON")
+    ask.add_argument("--json", action="store_true", help="print the reply, its figures and its sources as JSON")
+    ask.add_argument("--search", action="store_true", help="answer from a web search, with sources (PARLEY_SEARCH_URL)")
+
+    kb = sub.add_parser("kb", help="the knowledge base: documents answers draw on, with citations")
+    kbsub = kb.add_subparsers(dest="kb_command", required=True)
+    scope_help = "global (the default: every conversation), discord:GUILD_ID or telegram:CHAT_ID"
+    add = kbsub.add_parser("add", help="add documents (a file, or every readable file in a folder)")
+    add.add_argument("path")
+    add.add_argument("--name", help="the document's name (one file only; default: its file name)")
+    add.add_argument("--scope", default="global", help=scope_help)
+    kb_list = kbsub.add_parser("list", help="list the documents")
+    kb_list.add_argument("--scope", default="global", help=scope_help)
+    remove = kbsub.add_parser("remove", help="remove documents completely, by id (see list)")
+    remove.add_argument("ids", nargs="+")
+    remove.add_argument("--scope", default="global", help=scope_help)
 
     export = sub.add_parser("export", help="print a terminal conversation as JSON")
     export.add_argument("--conversation", "-c")
@@ -136,14 +152,72 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
 
         await run_worker(settings, _stop_event())
         return
+    if args.command == "kb":
+        await _kb_command(args, settings)
+        return
     async with open_engine(settings) as engine:
         if args.command == "chat":
             await terminal.chat(engine, conversation=args.conversation)
         elif args.command == "ask":
-            await terminal.ask(engine, args.text, conversation=args.conversation, as_json=args.json, file=args.file)
+            await terminal.ask(
+                engine,
+                args.text,
+                conversation=args.conversation,
+                as_json=args.json,
+                file=args.file,
+                search=args.search,
+            )
         elif args.command == "export":
             data = await engine.export(terminal.terminal_key(args.conversation))
             print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+async def _kb_command(args: argparse.Namespace, settings: Settings) -> None:
+    """The knowledge base needs Redis only, not the model."""
+    from bots.terminal import read_file
+    from engine.retrieval.kb import KnowledgeBase, check_scope
+    from engine.runtime.app import open_redis
+
+    scope = check_scope(args.scope)
+    async with open_redis(settings) as redis:
+        kb = KnowledgeBase(redis)
+        if args.kb_command == "list":
+            documents = await kb.documents(scope)
+            print(f"{len(documents)} document(s) in {scope}")
+            for d in documents:
+                print(f"{d.id}\t{d.name}\t{d.passages} passages\t{d.words} words")
+        elif args.kb_command == "remove":
+            for document_id in args.ids:
+                if not await kb.remove(scope, document_id):
+                    raise InputRejected(f"no document {document_id[:40]!r} in {scope}")
+                print(f"removed {document_id}")
+        else:
+            root, files = await asyncio.to_thread(_kb_files, args.path)
+            if args.name and len(files) != 1:
+                raise InputRejected("--name names one file; a folder's documents take their file names")
+            for file in files:
+                try:
+                    document = await read_file(str(file))
+                except ParleyError as exc:
+                    print(f"skipped {file}: {exc}", file=sys.stderr)
+                    continue
+                name = args.name or (str(file.relative_to(root)) if root != file else file.name)
+                learned, replaced = await kb.add(scope, name, document.text, added_by=getpass.getuser())
+                verb = "updated" if replaced else "added"
+                print(f"{verb} {learned.id}\t{learned.name}\t{learned.passages} passages")
+
+
+def _kb_files(path: str) -> tuple[Path, list[Path]]:
+    """The files to add: the one given, or every file in the folder given (hidden ones left out)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return root, [root]
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return root, sorted(files)
 
 
 def _model_command(args: argparse.Namespace, settings: Settings) -> None:

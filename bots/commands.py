@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from bots.replies import limits_text, parse_limit, usage_text
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
+from engine.documents import Document
+from engine.retrieval.kb import GLOBAL, KbDocument
 
 # name -> what it does, as menus and help texts show it. A front end registers the ones it offers.
 COMMANDS: dict[str, str] = {
     "ask": "Ask me something (in groups and channels: /ask your question)",
+    "search": "Search the web and answer with sources: /search your question",
     "chat": "Open a thread and talk there",
     "new": "Start the conversation over",
     "retry": "Answer the last question again",
@@ -28,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "forget": "Erase what I store about you (admins: this whole chat)",
     "summarize": "Reply with it to a message (or a file): I summarise it",
     "reply": "Reply with it to an e-mail: I draft the answer (add how, if you like)",
+    "learn": "Add a document to this community's knowledge base (admins): attach it, or reply with /learn",
+    "kb": "What the knowledge base holds (admins: /kb remove ID)",
     "model": "Which model answers",
     "about": "Version, model, uptime and sources",
     "help": "How to talk to me",
@@ -68,6 +73,7 @@ class Place:
     private: bool  # a chat of one person: a DM, a private chat, the terminal
     is_admin: Callable[[], Awaitable[bool]]  # asked only when a command needs it (Telegram asks its API)
     wording: Wording
+    scope: str = GLOBAL  # the knowledge base of its community: "discord:GUILD", "telegram:CHAT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +159,64 @@ class Commands:
             version = importlib.metadata.version("parley")
         except importlib.metadata.PackageNotFoundError:
             version = "unknown"
+        documents = len(await self._documents(place))
+        sources = [f"a knowledge base of {documents} document(s) (/kb)"] if documents else []
+        if self.engine.can_search:
+            sources.append("web search (/search)")
         return Answer(
             f"Parley {version}, answering with {self.engine.model_summary()}.\n"
             f"Up for {_duration(time.monotonic() - self.started)}.\n"
-            "Sources: no knowledge base or web search is configured, so answers come from the model alone."
+            + (
+                f"Sources: {' and '.join(sources)}."
+                if sources
+                else "Sources: no knowledge base or web search is configured, so answers come from the model alone."
+            )
         )
+
+    async def _documents(self, place: Place) -> list[KbDocument]:
+        scopes = dict.fromkeys((GLOBAL, place.scope))
+        return [d for scope in scopes for d in await self.engine.kb_documents(scope)]
+
+    async def learn(self, place: Place, document: Document | None, name: str | None = None) -> Answer:
+        """Add a document (a file, or a message's text) to the knowledge base of the place's community."""
+        if document is None:
+            return Answer("Attach a document to /learn, or reply with /learn to the message or file to learn.")
+        if not await self._may_change(place):
+            return Answer(f"Only {place.wording.admins} can add to the knowledge base here.")
+        first_line = next((line.strip() for line in document.text.splitlines() if line.strip()), "message")
+        title = (name or "").strip() or document.name or first_line.lstrip("# ")[:60]
+        learned, replaced = await self.engine.learn(place.scope, title, document.text, added_by=place.person)
+        cut = " (only its beginning: it was too long to read whole)" if document.truncated else ""
+        return Answer(
+            f"{'Updated' if replaced else 'Learned'} {learned.name}{cut}: {learned.passages} passage(s), "
+            f"{learned.words} words (id {learned.id}). Questions here now draw on it.",
+            public=True,
+        )
+
+    async def kb(self, place: Place, args: list[str]) -> Answer:
+        """List the knowledge base (the community's and the global one); ``remove ID…`` (admins) removes."""
+        if args and args[0].lower() == "remove":
+            if not args[1:]:
+                return Answer("Usage: /kb remove ID (the ids are in /kb).")
+            if not await self._may_change(place):
+                return Answer(f"Only {place.wording.admins} can remove documents here.")
+            removed = [i for i in args[1:] if await self.engine.kb_remove(place.scope, i)]
+            missing = [i[:16] for i in args[1:] if i not in removed]
+            text = f"Removed {', '.join(removed)}." if removed else "Nothing removed."
+            if missing:
+                text += f" No document here has the id {', '.join(missing)}."
+            return Answer(text, public=bool(removed))
+        if args:
+            return Answer("Usage: /kb to list, /kb remove ID to remove a document.")
+        labels = {place.scope: f"This {place.wording.chat}'s knowledge base", GLOBAL: "The global knowledge base"}
+        if place.scope == GLOBAL:
+            labels = {GLOBAL: "The knowledge base"}
+        lines: list[str] = []
+        for scope, label in labels.items():
+            documents = await self.engine.kb_documents(scope)
+            lines.append(f"{label}: {len(documents) or 'no'} document(s).")
+            lines.extend(f"- {d.name} ({d.passages} passages, id {d.id})" for d in documents)
+        return Answer("\n".join(lines))
 
 
 def _duration(seconds: float) -> str:

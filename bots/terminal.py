@@ -22,9 +22,10 @@ from engine.errors import DocumentRejected, InputRejected, ParleyError
 
 HELP = (
     "Commands:\n"
-    + help_lines(["new", "system", "forget", "model", "about", "help"])
+    + help_lines(["search", "new", "system", "forget", "kb", "model", "about", "help"])
     + "\n/reset – the same as /new\n/export – print this conversation as JSON\n"  # noqa: RUF001
     "/file PATH [instruction] – read a document (text, PDF, DOCX, HTML, e-mail) and do what you ask\n"  # noqa: RUF001
+    "/learn PATH [name] – add a document to the knowledge base (`parley kb add` does folders)\n"  # noqa: RUF001
     "/usage – tokens used in this conversation\n/quit – leave (Ctrl-D works too); Ctrl-C stops an answer"  # noqa: RUF001
 )
 # The terminal is one person's: it may change anything, and the wording of shared chats never shows.
@@ -45,9 +46,10 @@ async def answer(
     cancel: threading.Event | None = None,
     stream: bool = True,
     document: Document | None = None,
+    search: bool = False,
 ) -> Reply:
     reply: Reply | None = None
-    request = ChatRequest(key=key, text=text, author=getpass.getuser(), document=document)
+    request = ChatRequest(key=key, text=text, author=getpass.getuser(), document=document, search=search)
     async for event in engine.chat(request, cancel=cancel):
         if isinstance(event, Delta) and stream:
             out.write(event.text)
@@ -76,13 +78,21 @@ def _read_bytes(path: str) -> tuple[str, bytes]:
         raise InputRejected(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: bool, file: str | None = None) -> None:
+async def ask(
+    engine: Engine,
+    text: str,
+    *,
+    conversation: str | None,
+    as_json: bool,
+    file: str | None = None,
+    search: bool = False,
+) -> None:
     # A one-shot question starts from an empty conversation; it is kept under a fresh id (in --json) so
     # `-c ID` can continue it. Only `-c` continues a conversation.
     name = conversation or f"ask-{uuid.uuid4().hex[:12]}"
     key = terminal_key(name)
     document = await read_file(file) if file else None
-    reply = await answer(engine, key, text, sys.stdout, stream=not as_json, document=document)
+    reply = await answer(engine, key, text, sys.stdout, stream=not as_json, document=document, search=search)
     if as_json:
         print(
             json.dumps(
@@ -96,6 +106,7 @@ async def ask(engine: Engine, text: str, *, conversation: str | None, as_json: b
                     "completion_tokens": reply.completion_tokens,
                     "time_to_first_token_ms": round(reply.time_to_first_token_ms, 1),
                     "tokens_per_second": round(reply.tokens_per_second, 1),
+                    "sources": list(reply.sources),
                 },
                 ensure_ascii=False,
             )
@@ -120,6 +131,7 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
         "/model": lambda _: commands.model(place),
         "/about": lambda _: commands.about(place),
         "/forget": lambda _: commands.forget(place),
+        "/kb": lambda arg: commands.kb(place, arg.split()),
     }
     print(f"Parley ({engine.model_name}). Type a message; /help for commands, /quit to leave.", flush=True)
     while True:
@@ -143,6 +155,17 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
                     print("Usage: /file PATH [what to do with it]")
                     continue
                 await _answer_interruptibly(engine, key, instruction, document=await read_file(path))
+            elif command == "/search":
+                if not arg.strip():
+                    print("Usage: /search QUESTION")
+                    continue
+                await _answer_interruptibly(engine, key, arg, search=True)
+            elif command == "/learn":
+                path, _, name = arg.strip().partition(" ")
+                if not path:
+                    print("Usage: /learn PATH [name]")
+                    continue
+                print((await commands.learn(place, await read_file(path), name)).text)
             elif command == "/export":
                 print(json.dumps(await engine.export(key), ensure_ascii=False, indent=2))
             elif command == "/usage":
@@ -154,11 +177,11 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
 
 
 async def _answer_interruptibly(
-    engine: Engine, key: ConversationKey, text: str, *, document: Document | None = None
+    engine: Engine, key: ConversationKey, text: str, *, document: Document | None = None, search: bool = False
 ) -> None:
     cancel = threading.Event()
     print("parley> ", end="", flush=True)
-    task = asyncio.ensure_future(answer(engine, key, text, sys.stdout, cancel=cancel, document=document))
+    task = asyncio.ensure_future(answer(engine, key, text, sys.stdout, cancel=cancel, document=document, search=search))
     try:
         reply = await asyncio.shield(task)
     except KeyboardInterrupt:

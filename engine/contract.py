@@ -50,6 +50,7 @@ class Finished:
     completion_tokens: int
     time_to_first_token: float  # seconds from start of work to first token chosen
     decode_seconds: float  # from first token to last
+    sources: tuple[dict[str, str], ...] = ()  # set by the engine on a grounded answer (see Reply.sources)
 
     @property
     def tokens_per_second(self) -> float:
@@ -81,6 +82,9 @@ class ChatRequest:
     params: SamplingParams | None = None  # None: the configured defaults
     exempt: bool = False  # admins are not held to quotas
     document: Document | None = None  # sent with the message; ``text`` is then the instruction
+    search: bool = False  # answer from a web search (/search), not from the model's memory
+    # The community whose knowledge base answers besides the global one ("discord:GUILD", "telegram:CHAT").
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class Reply:
     time_to_first_token_ms: float
     tokens_per_second: float
     stored: bool
+    # What the answer rests on, as the sources list under it shows them: {"title", "section", "url" or "document"}.
+    sources: tuple[dict[str, str], ...] = ()
 
 
 ChatEvent = Notice | Delta | Reply

@@ -228,3 +228,48 @@ def test_serve_runs_the_api_health_and_metrics_until_sigterm(env: dict[str, str]
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_knowledge_base_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "club").mkdir(parents=True)
+    (docs / "club" / "fees.md").write_text(
+        "# Rowing club fees\n\nThe Fennick rowing club charges 44 euros a year; juniors row for free."
+    )
+    (docs / "kiln.txt").write_text("The kiln is fired on Thursdays.")
+    (docs / "junk.pdf").write_bytes(b"%PDF-1.7 not really")
+    (docs / ".hidden.md").write_text("never added")
+
+    added = _parley(["kb", "add", str(docs)], env)
+    assert added.returncode == 0, added.stderr
+    assert [line.split("\t")[1] for line in added.stdout.splitlines()] == ["club/fees.md", "kiln.txt"]
+    assert "skipped" in added.stderr
+    assert "junk.pdf" in added.stderr
+    ids = [line.split("\t")[0].split()[1] for line in added.stdout.splitlines()]
+
+    listed = _parley(["kb", "list"], env)
+    assert listed.stdout.startswith("2 document(s) in global")
+
+    asked = _parley(["ask", "How much does the Fennick rowing club charge a year?", "--json"], env)
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["sources"][0]["document"] == "club/fees.md"
+    assert "Sources" in answer["reply"]
+
+    assert _parley(["kb", "list", "--scope", "telegram:-100"], env).stdout.startswith("0 document(s)")
+    bad = _parley(["kb", "add", str(docs), "--scope", "somewhere"], env)
+    assert bad.returncode == 1
+    assert "not a knowledge-base scope" in bad.stderr
+
+    removed = _parley(["kb", "remove", *ids], env)
+    assert removed.returncode == 0, removed.stderr
+    assert _parley(["kb", "list"], env).stdout.startswith("0 document(s)")
+    again = _parley(["kb", "remove", ids[0]], env)
+    assert again.returncode == 1
+    assert "no document" in again.stderr
+
+
+def test_ask_search_without_a_search_engine_says_what_to_set(env: dict[str, str]) -> None:
+    result = _parley(["ask", "--search", "What is new in Python 3.14?"], env)
+    assert result.returncode == 1
+    assert "PARLEY_SEARCH_URL" in result.stderr

@@ -78,10 +78,10 @@ def parley_commands() -> list[list[str]]:
             elif instruction == "CMD":
                 commands.append(json.loads(args))
     compose = yaml_documents(DEPLOY / "compose.yaml")[0]
-    commands += [service["command"] for service in compose["services"].values() if "parley" in service["command"]]
+    commands += [s["command"] for s in compose["services"].values() if "parley" in s.get("command", [])]
     for obj in k8s_objects():
         if obj["kind"] == "Deployment":
-            commands += [c["args"] for c in obj["spec"]["template"]["spec"]["containers"]]
+            commands += [c["args"] for c in obj["spec"]["template"]["spec"]["containers"] if "args" in c]
     return commands
 
 
@@ -103,7 +103,11 @@ def test_kubernetes_objects_are_complete_and_namespace_less() -> None:
 
 
 def test_probes_use_the_health_endpoints() -> None:
-    deployments = [obj for obj in k8s_objects() if obj["kind"] == "Deployment"]
+    deployments = [
+        obj
+        for obj in k8s_objects()
+        if obj["kind"] == "Deployment" and obj["metadata"]["labels"].get("app.kubernetes.io/name") == "parley"
+    ]
     assert {d["metadata"]["name"] for d in deployments} == {"parley-bots", "parley-worker"}
     for deployment in deployments:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -111,6 +115,16 @@ def test_probes_use_the_health_endpoints() -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     worker = next(d for d in deployments if d["metadata"]["name"] == "parley-worker")
     assert worker["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_search_engine_is_optional_and_answers_json() -> None:
+    compose = yaml_documents(DEPLOY / "compose.yaml")[0]["services"]["searxng"]
+    assert compose["profiles"] == ["search"]  # only with --profile search
+    settings = yaml_documents(DEPLOY / "searxng" / "settings.yml")[0]
+    assert "json" in settings["search"]["formats"]  # what Parley reads; SearXNG's default is html only
+    (searxng,) = [obj for obj in k8s_objects() if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "searxng"]
+    assert searxng["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "searxng.yaml" not in yaml_documents(DEPLOY / "k8s" / "kustomization.yaml")[0]["resources"]
 
 
 def test_secrets_hold_placeholders_only() -> None:

@@ -35,11 +35,12 @@ EDIT_INTERVAL = 1.0  # Discord allows about 5 edits per 5 s per channel
 MESSAGE_CLAIM_TTL = 24 * 3600
 READY_TIMEOUT = 60.0
 WORDING = Wording(chat="channel", threads="threads", admins="members who can manage this server", an_admin="a manager")
+MENU = ["ask", "search", "chat", "new", "retry", "stop", "learn", "kb", "system", "usage", "limits", "forget"]
 HELP = (
     f"{INTRO}\n"
     "Mention me or reply to one of my messages to continue this channel's conversation; in a thread I "
     "opened, mention me (or, when the server enabled it, just write). In DMs, just write.\n"
-    + help_lines(["ask", "chat", "new", "retry", "stop", "system", "usage", "limits", "forget", "model", "about"])
+    + help_lines([*MENU, "model", "about"])
 )
 RATE_LIMITED = "Discord is rate-limiting me right now; please try again in a minute."
 
@@ -56,6 +57,11 @@ def conversation_key(channel: Any, user_id: int) -> ConversationKey:
     if is_private(channel):
         return ConversationKey(PLATFORM, str(channel.id), user=str(user_id))
     return ConversationKey(PLATFORM, str(channel.id))
+
+
+def kb_scope(guild_id: int | None, channel_id: int) -> str:
+    """A guild's knowledge base; in DMs, the DM's own."""
+    return f"discord:{guild_id if guild_id is not None else channel_id}"
 
 
 async def _read_attachment(attachment: discord.Attachment) -> Document:
@@ -257,6 +263,7 @@ class DiscordBot:
             message_id=str(message.id),
             exempt=message.author.id in self.settings.discord_admins,
             document=document,
+            scope=kb_scope(message.guild.id if message.guild else None, message.channel.id),
         )
         await self._stream(
             ChannelSurface(message.channel, reply_to=message),
@@ -291,6 +298,36 @@ class DiscordBot:
         async def ask(interaction: discord.Interaction, prompt: str) -> None:
             await self._answer_interaction(interaction, prompt)
 
+        @tree.command(name="search", description=COMMANDS["search"])
+        @app_commands.describe(question="What to look up")
+        async def search(interaction: discord.Interaction, question: str) -> None:
+            await self._answer_interaction(interaction, question, search=True)
+
+        @tree.command(name="learn", description=COMMANDS["learn"])
+        @app_commands.describe(
+            file="A document: text, Markdown, PDF, DOCX, HTML or e-mail",
+            text="Or the text itself",
+            name="What to call it (default: the file's name)",
+        )
+        async def learn(
+            interaction: discord.Interaction,
+            file: discord.Attachment | None = None,
+            text: str | None = None,
+            name: str | None = None,
+        ) -> None:
+            await interaction.response.defer(thinking=True, ephemeral=True)  # reading a PDF can take a while
+            document = await _read_attachment(file) if file else None
+            if document is None and text and text.strip():
+                document = Document(name=None, kind="text", text=text, pages=None, truncated=False)
+            answer = await commands.learn(self._place(interaction), document, name)
+            await interaction.followup.send(answer.text, ephemeral=not answer.public, allowed_mentions=NO_PINGS)
+
+        @tree.command(name="kb", description=COMMANDS["kb"])
+        @app_commands.describe(remove="Ids of documents to remove (admins), separated by spaces")
+        async def kb(interaction: discord.Interaction, remove: str | None = None) -> None:
+            args = ["remove", *remove.split()] if remove else []
+            await self._show(interaction, await commands.kb(self._place(interaction), args))
+
         @tree.command(name="chat", description=COMMANDS["chat"])
         @app_commands.describe(prompt="What the conversation is about")
         async def chat(interaction: discord.Interaction, prompt: str) -> None:
@@ -301,7 +338,9 @@ class DiscordBot:
             await interaction.response.defer(thinking=True)
             await self._stream(
                 InteractionSurface(interaction),
-                self.engine.retry(self._key(interaction)),
+                self.engine.retry(
+                    self._key(interaction), scope=kb_scope(interaction.guild_id, interaction.channel_id or 0)
+                ),
                 lambda t: interaction.edit_original_response(content=t),
             )
 
@@ -346,7 +385,10 @@ class DiscordBot:
         async def is_admin() -> bool:
             return self._is_admin(interaction)
 
-        return Place(self._key(interaction), str(interaction.user.id), interaction.guild is None, is_admin, WORDING)
+        scope = kb_scope(interaction.guild_id, interaction.channel_id or 0)
+        return Place(
+            self._key(interaction), str(interaction.user.id), interaction.guild is None, is_admin, WORDING, scope
+        )
 
     async def _show(self, interaction: discord.Interaction, answer: Answer) -> None:
         await interaction.response.send_message(answer.text, ephemeral=not answer.public, allowed_mentions=NO_PINGS)
@@ -366,7 +408,9 @@ class DiscordBot:
             return True
         return False
 
-    def _request(self, interaction: discord.Interaction, key: ConversationKey, prompt: str) -> ChatRequest:
+    def _request(
+        self, interaction: discord.Interaction, key: ConversationKey, prompt: str, *, search: bool = False
+    ) -> ChatRequest:
         return ChatRequest(
             key=key,
             text=prompt,
@@ -374,16 +418,18 @@ class DiscordBot:
             author_id=str(interaction.user.id),
             message_id=f"i{interaction.id}",
             exempt=interaction.user.id in self.settings.discord_admins,
+            search=search,
+            scope=kb_scope(interaction.guild_id, interaction.channel_id or 0),
         )
 
-    async def _answer_interaction(self, interaction: discord.Interaction, prompt: str) -> None:
+    async def _answer_interaction(self, interaction: discord.Interaction, prompt: str, *, search: bool = False) -> None:
         if await self._refused(interaction, prompt):
             return
         # Deferring first: generation takes longer than the 3 seconds Discord allows for a response.
         await interaction.response.defer(thinking=True)
         await self._stream(
             InteractionSurface(interaction),
-            self.engine.chat(self._request(interaction, self._key(interaction), prompt)),
+            self.engine.chat(self._request(interaction, self._key(interaction), prompt, search=search)),
             lambda t: interaction.edit_original_response(content=t),
         )
 

@@ -66,8 +66,8 @@ UPDATE_CLAIM_TTL = 24 * 3600  # Telegram keeps undelivered updates for 24 h
 
 # The commands in the menu, in order; /start is /help.
 MENU = [
-    "ask", "new", "retry", "stop", "summarize", "reply", "system", "usage", "limits", "forget", "model", "about",
-    "help",
+    "ask", "search", "new", "retry", "stop", "summarize", "reply", "learn", "kb", "system", "usage", "limits",
+    "forget", "model", "about", "help",
 ]  # fmt: skip
 WORDING = Wording(chat="group", threads="topics", admins="the group's admins", an_admin="an admin")
 HELP = (
@@ -87,6 +87,10 @@ def conversation_key(message: Message) -> ConversationKey:
         return ConversationKey(PLATFORM, str(chat.id), user=str(message.from_user.id if message.from_user else chat.id))
     thread = message.message_thread_id if message.is_topic_message else None
     return ConversationKey(PLATFORM, str(chat.id), thread=str(thread) if thread else None)
+
+
+def kb_scope(message: Message) -> str:
+    return f"telegram:{message.chat.id}"
 
 
 def _display_name(user: User | None) -> str | None:
@@ -148,6 +152,8 @@ class TelegramBot:
         app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         app.add_handler(CommandHandler("ask", self._ask))
+        app.add_handler(CommandHandler("search", self._search))
+        app.add_handler(CommandHandler("learn", self._learn))
         app.add_handler(CommandHandler("retry", self._retry))
         app.add_handler(CommandHandler(["summarize", "summarise"], self._on_replied(SUMMARIZE)))
         app.add_handler(CommandHandler("reply", self._on_replied(REPLY)))
@@ -163,6 +169,7 @@ class TelegramBot:
             "forget": lambda place, _: commands.forget(place),
             "model": lambda place, _: commands.model(place),
             "about": lambda place, _: commands.about(place),
+            "kb": lambda place, args: commands.kb(place, args),
         }
         for name, run in shared.items():
             app.add_handler(CommandHandler(name, self._shared(run)))
@@ -333,6 +340,7 @@ class TelegramBot:
             author_id=str(message.from_user.id) if message.from_user else None,
             message_id=f"{message.chat.id}:{message.message_id}",
             exempt=self._is_listed_admin(message.from_user),
+            scope=kb_scope(message),
         )
 
     async def _message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -349,6 +357,13 @@ class TelegramBot:
         is read, the caption is the instruction."""
         message = update.effective_message
         if message is None or message.document is None:
+            return
+        if self._command(message.caption) == "learn":  # a file sent with /learn as its caption
+            place = self._place(message, message.from_user) if message.from_user else None
+            if place is not None:
+                name = (message.caption or "").split(maxsplit=1)[1:]
+                answer = await self.commands.learn(place, await self._fetch(message, context), " ".join(name))
+                await self._say(message, answer.text)
             return
         instruction = self._addressed(message)
         if instruction is None:
@@ -380,6 +395,13 @@ class TelegramBot:
             return
         await self._say(message, f"I don't know {command[:64]}. /help lists what I can do.")
 
+    def _command(self, text: str | None) -> str | None:
+        """The command a caption starts with, if it is meant for this bot ("/learn", "/learn@thisbot")."""
+        if not text or not text.startswith("/"):
+            return None
+        command, _, target = text.split(maxsplit=1)[0][1:].partition("@")
+        return command.lower() if not target or target.lower() == (self.app.bot.username or "").lower() else None
+
     async def _ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None:
@@ -389,6 +411,31 @@ class TelegramBot:
             await self._say(message, "Ask me something after the command, like: /ask What is a black hole?")
             return
         await self._answer(message, self.engine.chat(self._request(message, text)))
+
+    async def _search(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        text = " ".join(context.args or [])
+        if not text.strip():
+            await self._say(message, "Tell me what to look up, like: /search When was the Eiffel Tower built?")
+            return
+        await self._answer(message, self.engine.chat(replace(self._request(message, text), search=True)))
+
+    async def _learn(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/learn as a reply to a message or a file: that message's text, or the file, joins the knowledge base."""
+        message = update.effective_message
+        if message is None or message.from_user is None:
+            return
+        source, document = message.reply_to_message, None
+        if source is not None and source.document is not None:
+            document = await self._fetch(source, context)
+        elif source is not None and (source.text or source.caption):
+            text = source.text or source.caption or ""
+            document = Document(name=None, kind="text", text=text, pages=None, truncated=False)
+        name = " ".join(context.args or [])
+        answer = await self.commands.learn(self._place(message, message.from_user), document, name)
+        await self._say(message, answer.text)
 
     def _on_replied(self, base: str) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
         """/summarize and /reply: the message they reply to (its text, or the file it carries) is the
@@ -415,7 +462,7 @@ class TelegramBot:
 
     async def _retry(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (message := update.effective_message) is not None:
-            await self._answer(message, self.engine.retry(conversation_key(message)))
+            await self._answer(message, self.engine.retry(conversation_key(message), scope=kb_scope(message)))
 
     def _shared(
         self, run: Callable[[Place, list[str]], Awaitable[Answer]]
@@ -436,7 +483,7 @@ class TelegramBot:
             return await self._is_admin(message)
 
         private = message.chat.type == ChatType.PRIVATE
-        return Place(conversation_key(message), str(user.id), private, is_admin, WORDING)
+        return Place(conversation_key(message), str(user.id), private, is_admin, WORDING, kb_scope(message))
 
     async def _limits(self, place: Place, args: list[str]) -> Answer:
         if len(args) > 2:

@@ -31,6 +31,11 @@ from engine.conversation.store import Store, Turn
 from engine.conversation.text import check_input, clean_text
 from engine.errors import ContextTooLong, ConversationBusy, InputRejected, Refused, StoreUnavailable
 from engine.model.registry import LoadedModel
+from engine.retrieval.fetch import parse_allow
+from engine.retrieval.grounding import MAX_SOURCES, NOTHING_FOUND, Citations, Source, grounded_message
+from engine.retrieval.kb import GLOBAL, KbDocument, KnowledgeBase
+from engine.retrieval.rank import GATE_COVERAGE
+from engine.retrieval.search import WebSearch, best_passages
 from engine.runtime.logs import request_context, request_id
 from engine.runtime.metrics import Metrics
 from engine.runtime.settings import Settings
@@ -41,6 +46,7 @@ MAX_PERSONA_CHARS = 2000
 MAX_WAITING_PER_CONVERSATION = 2
 # How long /forget waits for the answers it stopped to end (their writes are refused in any case).
 ERASE_WAIT_SECONDS = 10.0
+NO_SEARCH = "web search is not set up here (the operator sets PARLEY_SEARCH_URL to a SearXNG instance)"
 
 
 class _OutputWatch:
@@ -118,6 +124,12 @@ class Engine:
             self.metrics.watch_model_time(lambda: spent)
         self.metrics.active_conversations.set_function(self.active_conversations)
         self.moderator = load_moderator(settings.moderation)
+        self.kb = KnowledgeBase(store.redis)
+        # How much of a question (IDF-weighted) the best passage must cover to ground an answer (rank.py).
+        self.grounding_gate = GATE_COVERAGE
+        self.web = (
+            WebSearch(settings.search_url, allow=parse_allow(settings.fetch_allow)) if settings.search_url else None
+        )
         self.quotas = Quotas(
             store.redis,
             Limits(
@@ -248,6 +260,8 @@ class Engine:
         words = request.text if request.text.strip() or request.document is None else DEFAULT_INSTRUCTION
         text = check_input(words, max_chars=self.settings.max_input_chars)
         self._moderate_input(text)
+        if request.search and self.web is None:
+            raise InputRejected(NO_SEARCH)
         params = request.params or self.default_params()
         # The reply may not outgrow the cache the prompt leaves; the prompt keeps room for the reply.
         params = replace(params, max_tokens=min(params.max_tokens, self.settings.max_reply_tokens))
@@ -285,7 +299,14 @@ class Engine:
         system = await self.store.persona(key) or self.settings.system_prompt
         document = request.document
         content = text if document is None else inline(text, document)
-        user_turn = Turn(role="user", content=content, author=request.author, author_id=request.author_id)
+        user_turn = Turn(
+            role="user", content=content, author=request.author, author_id=request.author_id, search=request.search
+        )
+        sources: list[Source] = []
+        if document is None:
+            if request.search:
+                yield Notice("searching", "Searching the web…")
+            sources = await self.sources(text, scope=request.scope, search=request.search)
 
         def prompt_for(turn: Turn) -> Prompt:
             return build_prompt(
@@ -298,7 +319,16 @@ class Engine:
             )
 
         try:
-            prompt = prompt_for(user_turn)
+            # The model reads the question with its sources; the conversation keeps the question alone.
+            while True:
+                try:
+                    asked = replace(user_turn, content=grounded_message(text, sources)) if sources else user_turn
+                    prompt = prompt_for(asked)
+                    break
+                except InputRejected:
+                    if not sources:
+                        raise
+                    sources = sources[:-1]  # the least relevant source makes room
         except InputRejected:
             if document is None:
                 raise
@@ -317,28 +347,23 @@ class Engine:
                 "history_truncated",
                 f"{prompt.history_left_out} older message(s) are beyond what the model can see now; they stay stored.",
             )
-        load = self.generator.stats()
-        if load["waiting"] or load.get("free") == 0:
-            # The model is answering as many people as it can at once: say so rather than leave them guessing.
-            place = load["waiting"] + 1
-            yield Notice("queued", f"Many people are talking to me right now: you are number {place} in line.")
         finished: Finished | None = None
-        watch = _OutputWatch(self.moderator)
-        async for event in self.generator.stream(prompt.token_ids, params, cancel=cancel, cache_key=key.id):
-            if isinstance(event, Finished):
-                finished = event
-            elif shown := watch.feed(event.text):
-                yield Delta(shown)
-            elif watch.withdrawn:
-                cancel.set()  # stop writing it
+        if request.search and not sources:
+            # Nothing on the web supports an answer: saying so beats the model's guess.
+            finished = Finished(NOTHING_FOUND, "stop", 0, 0, 0.0, 0.0)
+            yield Delta(NOTHING_FOUND)
+        else:
+            events = self._generate(prompt.token_ids, params, cancel, key.id, Citations(sources) if sources else None)
+            async for event in events:
+                if isinstance(event, Finished):
+                    finished = event
+                else:
+                    yield event
         assert finished is not None
-        if tail := watch.finish():
-            yield Delta(tail)
-        if watch.withdrawn:
-            finished = replace(finished, text=WITHDRAWN, finish_reason="content_filter")
         turns = [user_turn]
         if finished.text or finished.finish_reason != "cancelled":
-            turns.append(Turn(role="assistant", content=finished.text, stopped=finished.finish_reason == "cancelled"))
+            stopped = finished.finish_reason == "cancelled"
+            turns.append(Turn(role="assistant", content=finished.text, stopped=stopped, sources=finished.sources))
         stored = await self.store.append(
             key,
             turns,
@@ -360,16 +385,80 @@ class Engine:
             time_to_first_token_ms=finished.time_to_first_token * 1000,
             tokens_per_second=finished.tokens_per_second,
             stored=stored,
+            sources=finished.sources,
         )
 
+    async def _generate(
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        cancel: threading.Event,
+        cache_key: str | None,
+        citations: Citations | None,
+    ) -> AsyncIterator[ChatEvent | Finished]:
+        """The model's answer as it may be shown: moderated, its citations checked and renumbered (with the
+        sources listed at the end), then the Finished event carrying the text exactly as shown."""
+        load = self.generator.stats()
+        if load["waiting"] or load.get("free") == 0:
+            # The model is answering as many people as it can at once: say so rather than leave them guessing.
+            place = load["waiting"] + 1
+            yield Notice("queued", f"Many people are talking to me right now: you are number {place} in line.")
+        finished: Finished | None = None
+        watch = _OutputWatch(self.moderator)
+        async for event in self.generator.stream(token_ids, params, cancel=cancel, cache_key=cache_key):
+            if isinstance(event, Finished):
+                finished = event
+                continue
+            shown = watch.feed(event.text)
+            if watch.withdrawn:
+                cancel.set()  # stop writing it
+            elif shown := citations.feed(shown) if citations else shown:
+                yield Delta(shown)
+        assert finished is not None
+        tail = watch.finish()
+        if watch.withdrawn:
+            yield replace(finished, text=WITHDRAWN, finish_reason="content_filter")
+            return
+        if citations is not None:
+            tail = citations.feed(tail) + citations.finish()
+            finished = replace(
+                finished, text=citations.text, sources=tuple(source.as_dict() for source in citations.used)
+            )
+        if tail:
+            yield Delta(tail)
+        yield finished
+
+    async def sources(self, question: str, *, scope: str | None = None, search: bool = False) -> list[Source]:
+        """The passages an answer to ``question`` should rest on: the web's (``search``), else the knowledge
+        base's of the global scope and ``scope`` when one matches strongly; none otherwise."""
+        if search:
+            if self.web is None:
+                raise InputRejected(NO_SEARCH)
+            passages = await self.web.passages(question)
+            passages = best_passages(passages, question, MAX_SOURCES, self.grounding_gate)
+        else:
+            index = await self.kb.index((GLOBAL,) if scope in (None, GLOBAL) else (GLOBAL, scope))
+            if index is None:
+                return []
+            passages = index.supporting(question, MAX_SOURCES, gate=self.grounding_gate)
+        return [Source.from_passage(passage) for passage in passages]
+
     async def complete(
-        self, messages: Sequence[Mapping[str, str]], params: SamplingParams, *, cancel: threading.Event | None = None
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: SamplingParams,
+        *,
+        cancel: threading.Event | None = None,
+        search: bool = False,
+        knowledge: bool = False,
     ) -> AsyncIterator[Delta | Finished]:
         """Stateless completion of a whole conversation the caller sends (the HTTP API): nothing is
-        read from or written to the store. Without a system message the configured one is used."""
+        read from or written to the store. Without a system message the configured one is used. With
+        ``search`` the last question is answered from the web, with ``knowledge`` from the global
+        knowledge base when it matches; the Finished event then lists the sources."""
         # The HTTP server has set a request id already; a direct caller gets one here.
         with request_context(request_id.get() or uuid.uuid4().hex), self.metrics.request("api") as observed:
-            async with aclosing(self._complete(messages, params, cancel)) as events:
+            async with aclosing(self._complete(messages, params, cancel, search, knowledge)) as events:
                 async for event in events:
                     if isinstance(event, Delta):
                         observed.shown()
@@ -378,7 +467,12 @@ class Engine:
                     yield event
 
     async def _complete(
-        self, messages: Sequence[Mapping[str, str]], params: SamplingParams, cancel: threading.Event | None
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: SamplingParams,
+        cancel: threading.Event | None,
+        search: bool,
+        knowledge: bool,
     ) -> AsyncGenerator[Delta | Finished]:
         cleaned = [{"role": m["role"], "content": clean_text(m["content"])} for m in messages]
         if not cleaned:
@@ -388,6 +482,19 @@ class Engine:
                 self._moderate_input(m["content"])
         if cleaned[0]["role"] != "system":
             cleaned.insert(0, {"role": "system", "content": self.settings.system_prompt})
+        sources: list[Source] = []
+        last = max((i for i, m in enumerate(cleaned) if m["role"] == "user"), default=None)
+        if search and last is None:
+            raise InputRejected("a web search needs a user message to search for")
+        if (search or knowledge) and last is not None:
+            question = cleaned[last]["content"]
+            sources = await self.sources(question, search=search)
+            if search and not sources:
+                yield Delta(NOTHING_FOUND)
+                yield Finished(NOTHING_FOUND, "stop", 0, 0, 0.0, 0.0)
+                return
+            if sources:
+                cleaned[last] = {"role": "user", "content": grounded_message(question, sources)}
         text = self.model.template.render(cleaned, add_generation_prompt=True)
         ids = self.model.tokenizer.encode(text, add_special_tokens=False).ids
         room = self.generator.context_tokens - len(ids)
@@ -395,29 +502,28 @@ class Engine:
             raise ContextTooLong(
                 f"the messages take {len(ids)} tokens; the model's context holds {self.generator.context_tokens}"
             )
-        watch = _OutputWatch(self.moderator)
-        cancel = cancel or threading.Event()
         params = replace(params, max_tokens=min(params.max_tokens, room))
-        async for event in self.generator.stream(ids, params, cancel=cancel):
-            if isinstance(event, Finished):
-                if tail := watch.finish():
-                    yield Delta(tail)
-                yield replace(event, text=WITHDRAWN, finish_reason="content_filter") if watch.withdrawn else event
-            elif shown := watch.feed(event.text):
-                yield Delta(shown)
-            elif watch.withdrawn:
-                cancel.set()
+        events = self._generate(ids, params, cancel or threading.Event(), None, Citations(sources) if sources else None)
+        async for event in events:
+            if isinstance(event, Delta | Finished):
+                yield event
 
     async def retry(
-        self, key: ConversationKey, *, params: SamplingParams | None = None, cancel: threading.Event | None = None
+        self,
+        key: ConversationKey,
+        *,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        scope: str | None = None,
     ) -> AsyncIterator[ChatEvent]:
-        """Take back the last answer and answer its question again."""
+        """Take back the last answer and answer its question again (from the web again, if it was a search)."""
         question = await self.store.pop_exchange(key)
         if question is None:
             raise InputRejected("there is no earlier question here to answer again")
         request = ChatRequest(
-            key, question.content, author=question.author, author_id=question.author_id, params=params
-        )
+            key, question.content, author=question.author, author_id=question.author_id, params=params,
+            search=question.search, scope=scope,
+        )  # fmt: skip
         async for event in self.chat(request, cancel=cancel):
             yield event
 
@@ -458,6 +564,20 @@ class Engine:
     async def forget_chat(self, platform: str, chat: str) -> int:
         """Erase every conversation of a chat (all its threads), stopping its answers in flight first."""
         return await self._erase(chat_scope(platform, chat), partial(self.store.erase_chat, platform, chat))
+
+    async def learn(self, scope: str, name: str, text: str, *, added_by: str) -> tuple[KbDocument, bool]:
+        """Add a document to a knowledge base (replacing one of the same name); True if it replaced one."""
+        return await self.kb.add(scope, name, text, added_by=added_by)
+
+    async def kb_documents(self, scope: str) -> list[KbDocument]:
+        return await self.kb.documents(scope)
+
+    async def kb_remove(self, scope: str, document_id: str) -> bool:
+        return await self.kb.remove(scope, document_id)
+
+    @property
+    def can_search(self) -> bool:
+        return self.web is not None
 
     def model_summary(self) -> str:
         info = self.model.info

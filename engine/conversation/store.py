@@ -76,14 +76,19 @@ class Turn:
     author_id: str | None = None
     at: float = field(default_factory=time.time)
     stopped: bool = False  # the reply was cancelled part-way
+    sources: tuple[dict[str, str], ...] = ()  # an answer's sources (see Reply.sources)
+    search: bool = False  # a question asked with /search (a retry searches again)
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, False)})
+        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, False, ())})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Turn:
         data = json.loads(raw)
-        return cls(**{k: data[k] for k in ("role", "content", "author", "author_id", "at", "stopped") if k in data})
+        if "sources" in data:
+            data["sources"] = tuple(data["sources"])
+        fields = ("role", "content", "author", "author_id", "at", "stopped", "sources", "search")
+        return cls(**{k: data[k] for k in fields if k in data})
 
 
 class Store:

@@ -104,7 +104,12 @@ class Settings(BaseSettings):
     # off, rules (built-in list), or package.module:function (your own classifier): engine/conversation/moderation.py
     moderation: str = "off"
 
-    # Unset: INFO for `parley serve`, WARNING for the terminal commands (their output is the answer).
+    # Sources (README "Answers with sources"): a SearXNG instance for /search, e.g. http://searxng:8080.
+    search_url: str | None = None
+    # Addresses result pages may be fetched from although they are not public (comma-separated IPs or
+    # networks, e.g. an intranet wiki); everything private is refused otherwise.
+    fetch_allow: str = ""
+
     # OpenAI-compatible HTTP API (`parley serve` starts it when a port is set)
     api_port: int | None = Field(default=None, ge=1, le=65535)
     api_host: str = "127.0.0.1"
@@ -151,6 +156,7 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
 
+    # Unset: INFO for `parley serve`, WARNING for the terminal commands (their output is the answer).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     # text: one readable line per record; json: one JSON object per line (ts, level, logger, msg, request_id).
     log_format: Literal["text", "json"] = "text"
