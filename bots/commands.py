@@ -177,12 +177,16 @@ class Commands:
         scopes = dict.fromkeys((GLOBAL, place.scope))
         return [d for scope in scopes for d in await self.engine.kb_documents(scope)]
 
-    async def learn(self, place: Place, document: Document | None, name: str | None = None) -> Answer:
-        """Add a document (a file, or a message's text) to the knowledge base of the place's community."""
-        if document is None:
-            return Answer("Attach a document to /learn, or reply with /learn to the message or file to learn.")
+    async def learn(
+        self, place: Place, read: Callable[[], Awaitable[Document | None]], name: str | None = None
+    ) -> Answer:
+        """Add a document (a file, or a message's text) to the knowledge base of the place's community.
+        ``read`` fetches it, once the person is known to be allowed: nobody else's file is downloaded."""
         if not await self._may_change(place):
             return Answer(f"Only {place.wording.admins} can add to the knowledge base here.")
+        document = await read()
+        if document is None:
+            return Answer("Attach a document to /learn, or reply with /learn to the message or file to learn.")
         first_line = next((line.strip() for line in document.text.splitlines() if line.strip()), "message")
         title = (name or "").strip() or document.name or first_line.lstrip("# ")[:60]
         learned, replaced = await self.engine.learn(place.scope, title, document.text, added_by=place.person)

@@ -9,6 +9,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -165,7 +166,7 @@ async def chat(engine: Engine, *, conversation: str | None) -> None:
                 if not path:
                     print("Usage: /learn PATH [name]")
                     continue
-                print((await commands.learn(place, await read_file(path), name)).text)
+                print((await commands.learn(place, partial(read_file, path), name)).text)
             elif command == "/export":
                 print(json.dumps(await engine.export(key), ensure_ascii=False, indent=2))
             elif command == "/usage":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from dataclasses import replace
 
 import pytest
+from redis.asyncio import Redis
 
 from engine.contract import ChatRequest, Notice, Reply
 from engine.conversation.engine import Engine
@@ -94,3 +96,34 @@ async def test_stopping_while_reading_keeps_nothing(
     with pytest.raises(InputRejected, match="stopped while reading"):
         await _ask(engine, ChatRequest(key, "Summarise it", document=_document(40)), cancel)
     assert await engine.store.history(key) == []
+
+
+async def test_follow_up_questions_retrieve_the_long_documents_own_passages(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator, redis: Redis
+) -> None:
+    document = _document(100)
+    keeper = "# Section 57\n\nThe lighthouse keeper Ilse Varga retires in May. "
+    document = replace(document, text=document.text.replace("# Section 57\n\n", keeper))
+    await _ask(engine, ChatRequest(key, "What was approved?", document=document))
+    assert (await engine.export(key))["documents"] == ["minutes.md"]
+
+    events = await _ask(engine, ChatRequest(key, "When does the lighthouse keeper Ilse Varga retire?"))
+    prompt = scripted.prompts[-1]
+    # The passage itself, not only the summaries in the history:
+    assert "<<<SOURCE [1] minutes.md > Section 57\nThe lighthouse keeper Ilse Varga retires in May." in prompt
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    assert reply.sources[0] == {"title": "minutes.md", "section": "Section 57", "document": "minutes.md"}
+
+    await engine.reset(key)  # /new: the conversation starts over, its documents go with it
+    await _ask(engine, ChatRequest(key, "When does the lighthouse keeper Ilse Varga retire?"))
+    assert "<<<SOURCE" not in scripted.prompts[-1]
+    assert await redis.exists(key.redis_key("docs")) == 0
+
+
+async def test_forget_erases_the_documents_kept(engine: Engine, key: ConversationKey, redis: Redis) -> None:
+    await _ask(engine, ChatRequest(key, "Summarise it", document=_document(60)))
+    assert await redis.exists(key.redis_key("docs")) == 1
+    assert 0 < await redis.ttl(key.redis_key("docs")) <= engine.settings.conversation_ttl
+    await engine.forget_person(key.platform, key.user or "", private=key)
+    assert await redis.exists(key.redis_key("docs")) == 0

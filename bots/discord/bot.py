@@ -315,11 +315,18 @@ class DiscordBot:
             text: str | None = None,
             name: str | None = None,
         ) -> None:
-            await interaction.response.defer(thinking=True, ephemeral=True)  # reading a PDF can take a while
-            document = await _read_attachment(file) if file else None
-            if document is None and text and text.strip():
-                document = Document(name=None, kind="text", text=text, pages=None, truncated=False)
-            answer = await commands.learn(self._place(interaction), document, name)
+            # Deferred (reading a PDF takes a while), privately unless the answer will be the public
+            # "Learned …": after a deferral, the first follow-up keeps the deferral's visibility.
+            await interaction.response.defer(thinking=True, ephemeral=not self._is_admin(interaction))
+
+            async def read() -> Document | None:
+                if file is not None:
+                    return await _read_attachment(file)
+                if text and text.strip():
+                    return Document(name=None, kind="text", text=text, pages=None, truncated=False)
+                return None
+
+            answer = await commands.learn(self._place(interaction), read, name)
             await interaction.followup.send(answer.text, ephemeral=not answer.public, allowed_mentions=NO_PINGS)
 
         @tree.command(name="kb", description=COMMANDS["kb"])

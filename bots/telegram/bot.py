@@ -362,7 +362,7 @@ class TelegramBot:
             place = self._place(message, message.from_user) if message.from_user else None
             if place is not None:
                 name = (message.caption or "").split(maxsplit=1)[1:]
-                answer = await self.commands.learn(place, await self._fetch(message, context), " ".join(name))
+                answer = await self.commands.learn(place, lambda: self._fetch(message, context), " ".join(name))
                 await self._say(message, answer.text)
             return
         instruction = self._addressed(message)
@@ -427,14 +427,17 @@ class TelegramBot:
         message = update.effective_message
         if message is None or message.from_user is None:
             return
-        source, document = message.reply_to_message, None
-        if source is not None and source.document is not None:
-            document = await self._fetch(source, context)
-        elif source is not None and (source.text or source.caption):
-            text = source.text or source.caption or ""
-            document = Document(name=None, kind="text", text=text, pages=None, truncated=False)
+        source = message.reply_to_message
+
+        async def read() -> Document | None:
+            if source is not None and source.document is not None:
+                return await self._fetch(source, context)
+            if source is not None and (text := source.text or source.caption):
+                return Document(name=None, kind="text", text=text, pages=None, truncated=False)
+            return None
+
         name = " ".join(context.args or [])
-        answer = await self.commands.learn(self._place(message, message.from_user), document, name)
+        answer = await self.commands.learn(self._place(message, message.from_user), read, name)
         await self._say(message, answer.text)
 
     def _on_replied(self, base: str) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:

@@ -34,7 +34,8 @@ from engine.model.registry import LoadedModel
 from engine.retrieval.fetch import parse_allow
 from engine.retrieval.grounding import MAX_SOURCES, NOTHING_FOUND, Citations, Source, grounded_message
 from engine.retrieval.kb import GLOBAL, KbDocument, KnowledgeBase
-from engine.retrieval.rank import GATE_COVERAGE
+from engine.retrieval.passages import Passage, split_passages
+from engine.retrieval.rank import GATE_COVERAGE, PassageIndex
 from engine.retrieval.search import WebSearch, best_passages
 from engine.runtime.logs import request_context, request_id
 from engine.runtime.metrics import Metrics
@@ -306,7 +307,8 @@ class Engine:
         if document is None:
             if request.search:
                 yield Notice("searching", "Searching the web…")
-            sources = await self.sources(text, scope=request.scope, search=request.search)
+            sources = await self.sources(text, scope=request.scope, search=request.search, conversation=key)
+        read_in_parts: tuple[str, list[Passage]] | None = None  # kept for follow-up questions
 
         def prompt_for(turn: Turn) -> Prompt:
             return build_prompt(
@@ -341,6 +343,8 @@ class Engine:
                 raise InputRejected("stopped while reading the document; nothing was kept") from None
             user_turn = replace(user_turn, content=from_summaries(text, document, summaries))
             prompt = prompt_for(user_turn)
+            name = document.name or "the document"
+            read_in_parts = (name, split_passages(document.text, source=name, title=name))
             yield Notice("document", f"I read it in {len(parts)} parts; this answer covers all of them.")
         if prompt.history_left_out:
             yield Notice(
@@ -371,6 +375,7 @@ class Engine:
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
             lease=lease,
+            document=read_in_parts,
         )
         if stored:
             await self.quotas.settle(
@@ -428,20 +433,30 @@ class Engine:
             yield Delta(tail)
         yield finished
 
-    async def sources(self, question: str, *, scope: str | None = None, search: bool = False) -> list[Source]:
-        """The passages an answer to ``question`` should rest on: the web's (``search``), else the knowledge
-        base's of the global scope and ``scope`` when one matches strongly; none otherwise."""
+    async def sources(
+        self,
+        question: str,
+        *,
+        scope: str | None = None,
+        search: bool = False,
+        conversation: ConversationKey | None = None,
+    ) -> list[Source]:
+        """The passages an answer to ``question`` should rest on: the web's (``search``); else those of the
+        long documents read in ``conversation`` and of the knowledge bases (global and ``scope``) that
+        match it (`PassageIndex.supporting`), the conversation's first; none when nothing matches."""
         if search:
             if self.web is None:
                 raise InputRejected(NO_SEARCH)
             passages = await self.web.passages(question)
             passages = best_passages(passages, question, MAX_SOURCES, self.grounding_gate)
         else:
+            passages = []
+            if conversation is not None and (read := await self.store.documents(conversation)):
+                passages += PassageIndex(read).supporting(question, MAX_SOURCES, gate=self.grounding_gate)
             index = await self.kb.index((GLOBAL,) if scope in (None, GLOBAL) else (GLOBAL, scope))
-            if index is None:
-                return []
-            passages = index.supporting(question, MAX_SOURCES, gate=self.grounding_gate)
-        return [Source.from_passage(passage) for passage in passages]
+            if index is not None:
+                passages += index.supporting(question, MAX_SOURCES, gate=self.grounding_gate)
+        return [Source.from_passage(passage) for passage in passages[:MAX_SOURCES]]
 
     async def complete(
         self,

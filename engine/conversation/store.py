@@ -5,6 +5,7 @@ Per conversation (one hash tag, so one cluster slot):
   ``…:seen``   sorted set of message ids already appended (dedupe), newest kept
   ``…:meta``   hash: persona (system prompt) and other per-conversation settings
   ``…:usage``  hash: request and token counters
+  ``…:docs``   list of the long documents read here (JSON: name and passages), for follow-up questions
   ``…:lease:<request>``  an answer in flight may still write here (see ``keys.Lease``)
 Every key carries the conversation TTL, refreshed on each write (a lease: LEASE_TTL).
 """
@@ -20,22 +21,24 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.conversation.keys import PREFIX, ConversationKey, Lease, chat_pattern, person_key
+from engine.retrieval.passages import Passage
 from engine.runtime.redis import guard
 
-KINDS = ("turns", "seen", "meta", "usage")
+KINDS = ("turns", "seen", "meta", "usage", "docs")
+DOCUMENTS_KEPT = 5  # long documents a conversation keeps for follow-up questions, newest kept
 SEEN_KEEP = 1000  # message ids remembered per conversation for dedupe
 # An answer whose lease is older than this may no longer write (it is deleted when the answer ends).
 LEASE_TTL = 6 * 3600
 
-# Append turns, trim, refresh TTLs and count usage in one atomic step; a dedupe id already seen
-# makes the whole call a no-op, so a retried write never adds a second copy. With a lease (KEYS[5]),
-# the write happens only if the lease is still there (the conversation was not erased meanwhile), and
-# consumes it.
+# Append turns (and a document read in parts), trim, refresh TTLs and count usage in one atomic step; a
+# dedupe id already seen makes the whole call a no-op, so a retried write never adds a second copy. With a
+# lease (KEYS[6]), the write happens only if the lease is still there (the conversation was not erased
+# meanwhile), and consumes it.
 _APPEND = """
-local turns, seen, meta, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local turns, seen, meta, usage, docs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local dedupe, window, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local ptok, ctok, nturns = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if KEYS[5] and redis.call('DEL', KEYS[5]) == 0 then return 0 end
+if KEYS[6] and redis.call('DEL', KEYS[6]) == 0 then return 0 end
 if dedupe ~= '' then
   if redis.call('ZSCORE', seen, dedupe) then return 0 end
   redis.call('ZADD', seen, now, dedupe)
@@ -45,6 +48,12 @@ end
 for i = 9, 8 + nturns do redis.call('RPUSH', turns, ARGV[i]) end
 redis.call('LTRIM', turns, -window, -1)
 redis.call('EXPIRE', turns, ttl)
+local document = ARGV[9 + nturns]
+if document and document ~= '' then
+  redis.call('RPUSH', docs, document)
+  redis.call('LTRIM', docs, -tonumber(ARGV[10 + nturns]), -1)
+end
+redis.call('EXPIRE', docs, ttl)
 redis.call('HINCRBY', usage, 'requests', 1)
 redis.call('HINCRBY', usage, 'prompt_tokens', ptok)
 redis.call('HINCRBY', usage, 'completion_tokens', ctok)
@@ -111,9 +120,10 @@ class Store:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         lease: Lease | None = None,
+        document: tuple[str, Sequence[Passage]] | None = None,
     ) -> bool:
-        """Append turns atomically; False when ``dedupe_id`` was already recorded, or ``lease`` was
-        erased with the conversation (nothing added)."""
+        """Append turns (and a long document's passages, by name) atomically; False when ``dedupe_id`` was
+        already recorded, or ``lease`` was erased with the conversation (nothing added)."""
         keys = [key.redis_key(k) for k in KINDS] + ([lease.conversation] if lease else [])
         args: list[str | int | float] = [
             dedupe_id or "",
@@ -125,6 +135,8 @@ class Store:
             len(turns),
             SEEN_KEEP,
             *(t.to_json() for t in turns),
+            _document_json(*document) if document else "",
+            DOCUMENTS_KEPT,
         ]
         return bool(await guard(self._append(keys=keys, args=args)))
 
@@ -183,9 +195,19 @@ class Store:
 
         return int(await guard(erase()))
 
+    async def documents(self, key: ConversationKey) -> list[Passage]:
+        """The passages of the long documents read in this conversation, oldest document first."""
+        raw = await guard(self.redis.lrange(key.redis_key("docs"), 0, -1))
+        passages = []
+        for blob in raw:
+            data = json.loads(blob)
+            for i, (section, text) in enumerate(data["passages"]):
+                passages.append(Passage(data["name"], data["title"], section, i, text))
+        return passages
+
     async def reset(self, key: ConversationKey) -> None:
-        """Forget the turns; the persona stays (it is a setting, not conversation)."""
-        await guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen")))
+        """Forget the turns and the documents read; the persona stays (it is a setting, not conversation)."""
+        await guard(self.redis.delete(key.redis_key("turns"), key.redis_key("seen"), key.redis_key("docs")))
 
     async def set_persona(self, key: ConversationKey, persona: str | None) -> None:
         meta = key.redis_key("meta")
@@ -211,7 +233,13 @@ class Store:
             "persona": await self.persona(key),
             "usage": await self.usage(key),
             "turns": [asdict(t) for t in await self.history(key)],
+            "documents": list(dict.fromkeys(p.source for p in await self.documents(key))),
         }
+
+
+def _document_json(name: str, passages: Sequence[Passage]) -> str:
+    title = passages[0].title if passages else name
+    return json.dumps({"name": name, "title": title, "passages": [[p.section, p.text] for p in passages]})
 
 
 __all__ = ["Store", "Turn"]

@@ -1383,7 +1383,9 @@ class FakeDiscord:
     ) -> SlashInteraction:
         """A person runs ``/name`` (``"group sub"`` for subcommands) in channel ``where`` (a guild channel,
         thread, or a DM channel id; a guild id means its first channel).  The command must have been synced
-        to that guild or globally, and the user must be allowed to see it.  Returns a handle."""
+        to that guild or globally, and the user must be allowed to see it.  An attachment option takes an
+        object from ``attachment()``: it is sent as Discord sends it, the id in ``options`` and the object in
+        ``data.resolved.attachments``.  Returns a handle."""
         if where in self.guilds:
             where = self.guilds[where].channel_ids[0]
         channel = self._channel(where)
@@ -1538,6 +1540,12 @@ class FakeDiscord:
                 rid = int(value)
                 resolved.setdefault("roles", {})[str(rid)] = g.roles[rid]
                 value = str(rid)
+            elif t == 11:
+                # An upload: the option carries its id, the attachment object travels in data.resolved.
+                if not isinstance(value, Mapping) or "id" not in value:
+                    raise AssertionError(f"/{name} {d['name']}: pass an attachment from FakeDiscord.attachment()")
+                resolved.setdefault("attachments", {})[str(value["id"])] = {**value, "ephemeral": True}
+                value = str(value["id"])
             choices = d.get("choices")
             if choices and value not in [c["value"] for c in choices]:
                 raise AssertionError(f"/{name} {d['name']}: {value!r} is not one of the choices")
