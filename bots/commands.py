@@ -7,8 +7,9 @@ arguments), calls the command, and renders the ``Answer``: Telegram replies, Dis
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bots.replies import limits_text, parse_limit, usage_text
@@ -29,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "usage": "Your usage and what is left",
     "limits": "Show or set this chat's limits (admins)",
     "forget": "Erase what I store about you (admins: this whole chat)",
-    "summarize": "Reply with it to a message (or a file): I summarise it",
+    "summarize": "Summarise a message or file you reply to, or catch up on this chat's recent messages",
     "reply": "Reply with it to an e-mail: I draft the answer (add how, if you like)",
     "learn": "Add a document to this community's knowledge base (admins): attach it, or reply with /learn",
     "kb": "What the knowledge base holds (admins: /kb remove ID)",
@@ -44,6 +45,42 @@ REPLY = (
     "Draft a reply to this e-mail or message, in its language: greet the sender by name, answer each "
     "question it asks, and sign off. Write only the reply."
 )
+
+
+# A chat's recent messages, numbered, as one document: read whole or map-reduce like any other.
+CATCH_UP = (
+    "Summarise this chat for someone who missed it, as a short list of its topics. For each topic write one "
+    "line: what was discussed or decided and who said what, ending with the number of the topic's first "
+    "message in square brackets, like [12]."
+)
+MAX_CATCH_UP = 500  # messages read for one catch-up
+_MESSAGE_NUMBER = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLine:
+    author: str
+    text: str
+    link: str | None = None  # where the message can be opened (Discord's jump URL)
+
+
+def transcript(lines: Sequence[ChatLine], name: str) -> Document:
+    """Messages as a document, numbered from 1, oldest first, one paragraph each (so a long chat is cut
+    between messages, never inside one)."""
+    text = "\n\n".join(f"[{n}] {line.author}: {' '.join(line.text.split())}" for n, line in enumerate(lines, 1))
+    return Document(name=name, kind="text", text=text, pages=None, truncated=False)
+
+
+def link_messages(text: str, lines: Sequence[ChatLine]) -> str:
+    """``[12]`` in a catch-up made a link to message 12 where it has one (numbers that match no message
+    are left as the model wrote them)."""
+
+    def link(match: re.Match[str]) -> str:
+        n = int(match[1])
+        target = lines[n - 1].link if 1 <= n <= len(lines) else None
+        return f"[[{n}]](<{target}>)" if target else match[0]
+
+    return _MESSAGE_NUMBER.sub(link, text)
 
 
 def quoted_instruction(base: str, extra: str) -> str:

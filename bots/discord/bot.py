@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,11 +18,27 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.commands import COMMANDS, INTRO, Answer, Commands, Place, Wording, help_lines
+from bots.commands import (
+    CATCH_UP,
+    COMMANDS,
+    INTRO,
+    MAX_CATCH_UP,
+    REPLY,
+    SUMMARIZE,
+    Answer,
+    ChatLine,
+    Commands,
+    Place,
+    Wording,
+    help_lines,
+    link_messages,
+    quoted_instruction,
+    transcript,
+)
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
 from bots.replies import explain
 from bots.streaming import Surface, stream_reply
-from engine.contract import ChatEvent, ChatRequest
+from engine.contract import ChatEvent, ChatRequest, Reply
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.conversation.text import check_input
@@ -35,13 +54,34 @@ EDIT_INTERVAL = 1.0  # Discord allows about 5 edits per 5 s per channel
 MESSAGE_CLAIM_TTL = 24 * 3600
 READY_TIMEOUT = 60.0
 WORDING = Wording(chat="channel", threads="threads", admins="members who can manage this server", an_admin="a manager")
-MENU = ["ask", "search", "chat", "new", "retry", "stop", "learn", "kb", "system", "usage", "limits", "forget"]
+MENU = [
+    "ask", "search", "chat", "summarize", "reply", "new", "retry", "stop", "learn", "kb", "system", "usage", "limits",
+    "forget",
+]  # fmt: skip
 HELP = (
     f"{INTRO}\n"
     "Mention me or reply to one of my messages to continue this channel's conversation; in a thread I "
-    "opened, mention me (or, when the server enabled it, just write). In DMs, just write.\n"
-    + help_lines([*MENU, "model", "about"])
+    "opened, mention me (or, when the server enabled it, just write). In DMs, just write. On any message, "
+    "Apps > Summarize or Draft a reply works on that message.\n" + help_lines([*MENU, "model", "about"])
 )
+NO_CONTENT_INTENT = (
+    "I can't read this channel's messages: Discord gives a bot the text of other people's messages only with "
+    "the Message Content intent. Enable it in the developer portal (Bot page) and set DISCORD_MESSAGE_CONTENT=true."
+)
+NO_HISTORY = "I can't read this channel's history: I need the Read Message History permission here."
+_SINCE = re.compile(r"(\d{1,4})\s*(m|min|h|d|w)", re.IGNORECASE)
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str) -> datetime.timedelta:
+    """``30m``, ``2h``, ``3d``, ``1w``: how far back a catch-up reads."""
+    match = _SINCE.fullmatch(text.strip())
+    if match is None:
+        raise InputRejected("'since' takes a duration like 30m, 2h, 3d or 1w")
+    seconds = int(match[1]) * _UNITS[match[2].lower()]
+    return datetime.timedelta(seconds=min(seconds, 365 * 86400))
+
+
 RATE_LIMITED = "Discord is rate-limiting me right now; please try again in a minute."
 
 
@@ -73,6 +113,15 @@ async def _read_attachment(attachment: discord.Attachment) -> Document:
     except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
         raise DocumentRejected(f"I could not fetch this file from Discord ({type(exc).__name__})") from None
     return await read_document(data, attachment.filename, attachment.content_type)
+
+
+_CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+async def _linked(events: AsyncIterator[ChatEvent], lines: list[ChatLine]) -> AsyncIterator[ChatEvent]:
+    """The final reply with its message numbers made links to the messages (the streamed text keeps them)."""
+    async for event in events:
+        yield replace(event, text=link_messages(event.text, lines)) if isinstance(event, Reply) else event
 
 
 def _topic(prompt: str) -> str:
@@ -303,6 +352,52 @@ class DiscordBot:
         async def search(interaction: discord.Interaction, question: str) -> None:
             await self._answer_interaction(interaction, question, search=True)
 
+        @tree.command(name="summarize", description=COMMANDS["summarize"])
+        @app_commands.describe(
+            count=f"How many recent messages to read (default 100, at most {MAX_CATCH_UP})",
+            since="Or how far back: 30m, 2h, 3d",
+            file="A document to summarise instead",
+            how="How to summarise (length, focus)",
+        )
+        async def summarize(
+            interaction: discord.Interaction,
+            count: app_commands.Range[int, 1, MAX_CATCH_UP] = 100,
+            since: str | None = None,
+            file: discord.Attachment | None = None,
+            how: str | None = None,
+        ) -> None:
+            if file is not None:
+                await self._answer_file(interaction, file, quoted_instruction(SUMMARIZE, how or ""))
+            else:
+                await self._catch_up(interaction, count, since, how or "")
+
+        @tree.command(name="reply", description=COMMANDS["reply"])
+        @app_commands.describe(
+            file="The e-mail (.eml) or document to answer", text="Or the e-mail's text", how="What to answer"
+        )
+        async def reply(
+            interaction: discord.Interaction,
+            file: discord.Attachment | None = None,
+            text: str | None = None,
+            how: str | None = None,
+        ) -> None:
+            instruction = quoted_instruction(REPLY, how or "")
+            if file is not None:
+                await self._answer_file(interaction, file, instruction)
+            elif text and text.strip():
+                document = Document(name="the e-mail", kind="text", text=text, pages=None, truncated=False)
+                await self._answer_document(interaction, document, instruction)
+            else:
+                await interaction.response.send_message(
+                    "Give me the e-mail: attach it (file:) or paste it (text:), or use Apps > Draft a reply on a "
+                    "message.",
+                    ephemeral=True,
+                )
+
+        # Apps > … on any message: what Discord offers instead of replying to a message with a command.
+        for label, base in (("Summarize", SUMMARIZE), ("Draft a reply", REPLY)):
+            tree.add_command(app_commands.ContextMenu(name=label, callback=self._on_message_command(base)))
+
         @tree.command(name="learn", description=COMMANDS["learn"])
         @app_commands.describe(
             file="A document: text, Markdown, PDF, DOCX, HTML or e-mail",
@@ -439,6 +534,86 @@ class DiscordBot:
             self.engine.chat(self._request(interaction, self._key(interaction), prompt, search=search)),
             lambda t: interaction.edit_original_response(content=t),
         )
+
+    def _on_message_command(
+        self, base: str
+    ) -> Callable[[discord.Interaction, discord.Message], Coroutine[Any, Any, None]]:
+        async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
+            if message.attachments:
+                await self._answer_file(interaction, message.attachments[0], base)
+            elif message.content.strip():
+                name = f"{message.author.display_name}'s message"
+                document = Document(name=name, kind="text", text=message.content, pages=None, truncated=False)
+                await self._answer_document(interaction, document, base)
+            else:
+                await interaction.response.send_message("That message has no text or file to read.", ephemeral=True)
+
+        return callback
+
+    async def _answer_file(self, interaction: discord.Interaction, file: discord.Attachment, instruction: str) -> None:
+        if await self._refused(interaction, instruction):
+            return
+        await interaction.response.defer(thinking=True)  # reading a long PDF takes longer than 3 s
+        await self._answer_document(interaction, await _read_attachment(file), instruction)
+
+    async def _answer_document(
+        self,
+        interaction: discord.Interaction,
+        document: Document,
+        instruction: str,
+        *,
+        key: ConversationKey | None = None,
+        lines: list[ChatLine] | None = None,
+    ) -> None:
+        """A document and what to do with it, answered in the channel (deferred first if it is not yet)."""
+        if not interaction.response.is_done():
+            if await self._refused(interaction, instruction):
+                return
+            await interaction.response.defer(thinking=True)
+        request = self._request(interaction, key or self._key(interaction), instruction)
+        events = self.engine.chat(replace(request, document=document))
+        await self._stream(
+            InteractionSurface(interaction),
+            _linked(events, lines) if lines else events,
+            lambda t: interaction.edit_original_response(content=t),
+        )
+
+    async def _catch_up(self, interaction: discord.Interaction, count: int, since: str | None, how: str) -> None:
+        """The channel's recent messages, summarised as topics linking back to where each began."""
+        if not self.settings.discord_message_content:
+            await interaction.response.send_message(NO_CONTENT_INTENT, ephemeral=True)
+            return
+        instruction = quoted_instruction(CATCH_UP, how)
+        if await self._refused(interaction, instruction):
+            return
+        channel = interaction.channel
+        if not isinstance(channel, discord.abc.Messageable):
+            await interaction.response.send_message("I can only catch up on a text channel.", ephemeral=True)
+            return
+        start = discord.utils.utcnow() - parse_since(since) if since else None
+        await interaction.response.defer(thinking=True)
+        me = self.client.user
+        lines: list[ChatLine] = []
+        try:
+            async for message in channel.history(limit=count):
+                if start is not None and message.created_at < start:
+                    break
+                if (me is not None and message.author.id == me.id) or message.type not in _CHAT_TYPES:
+                    continue
+                text = message.content or " ".join(f"(file: {a.filename})" for a in message.attachments)
+                if text.strip():
+                    lines.append(ChatLine(message.author.display_name, text, message.jump_url))
+        except discord.Forbidden:
+            await interaction.edit_original_response(content=NO_HISTORY)
+            return
+        if not lines:
+            await interaction.edit_original_response(content="There are no messages to summarise here.")
+            return
+        lines.reverse()  # oldest first, as the conversation went
+        where = f"the last {len(lines)} messages of #{getattr(channel, 'name', None) or 'this chat'}"
+        # A catch-up of its own, so the channel's conversation with the bot is not filled with transcripts.
+        key = replace(self._key(interaction), thread=f"catch-up-{interaction.id}", user=None)
+        await self._answer_document(interaction, transcript(lines, where), instruction, key=key, lines=lines)
 
     async def _open_thread(self, interaction: discord.Interaction, prompt: str) -> None:
         channel = interaction.channel

@@ -1372,6 +1372,13 @@ class FakeDiscord:
     async def _announce_thread(self, thread: JSON) -> None:
         await self.dispatch("THREAD_CREATE", thread | {"newly_created": True}, intent=INTENT_GUILDS)
 
+    async def message_command(self, where: int, user_id: int, name: str, message_id: int) -> SlashInteraction:
+        """A person picks Apps > ``name`` on message ``message_id`` of channel ``where``: a message command
+        (type 3), sent as Discord sends it, the message's id as ``data.target_id`` and the message itself (with
+        its content: an app always gets the text of a message it is invoked on) in ``data.resolved.messages``."""
+        _, msg = self._channel_message(str(where), str(message_id))
+        return await self.slash(where, user_id, name, target=msg.data)
+
     async def slash(
         self,
         where: int,
@@ -1380,6 +1387,7 @@ class FakeDiscord:
         options: Mapping[str, Any] | None = None,
         *,
         locale: str = "en-US",
+        target: JSON | None = None,
     ) -> SlashInteraction:
         """A person runs ``/name`` (``"group sub"`` for subcommands) in channel ``where`` (a guild channel,
         thread, or a DM channel id; a guild id means its first channel).  The command must have been synced
@@ -1390,8 +1398,8 @@ class FakeDiscord:
             where = self.guilds[where].channel_ids[0]
         channel = self._channel(where)
         g = self._guild_of(channel)
-        parts = name.split()
-        cmd = self._find_command(parts[0], g.id if g else None)
+        parts = [name] if target is not None else name.split()
+        cmd = self._find_command(parts[0], g.id if g else None, 1 if target is None else 3)
         if cmd is None:
             scope = f"guild {g.id}" if g else "DMs"
             raise AssertionError(f"/{parts[0]} is not synced for {scope}; synced: {self.commands}")
@@ -1435,6 +1443,9 @@ class FakeDiscord:
         iid = self.snowflake()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(120)
         interaction_data: JSON = {"id": data["id"], "name": data["name"], "type": data.get("type", 1)}
+        if target is not None:
+            interaction_data["target_id"] = target["id"]
+            resolved.setdefault("messages", {})[target["id"]] = target
         if top:
             interaction_data["options"] = top
         if resolved:
@@ -1476,11 +1487,11 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return handle
 
-    def _find_command(self, name: str, guild_id: int | None) -> _Command | None:
+    def _find_command(self, name: str, guild_id: int | None, kind: int = 1) -> _Command | None:
         scopes: list[int | None] = [guild_id, None] if guild_id is not None else [None]
         for scope in scopes:
             for c in self.commands.get(scope, []):
-                if c["name"] == name and c.get("type", 1) == 1:
+                if c["name"] == name and c.get("type", 1) == kind:
                     return _Command(c, scope)
         return None
 
