@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from bots.replies import limits_text, parse_limit, usage_text
+from engine.contract import ChatEvent, Reply
+from engine.conversation.chatlog import LOG_TTL
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.documents import Document
@@ -81,6 +83,13 @@ def link_messages(text: str, lines: Sequence[ChatLine]) -> str:
         return f"[[{n}]](<{target}>)" if target else match[0]
 
     return _MESSAGE_NUMBER.sub(link, text)
+
+
+async def linked(events: AsyncIterator[ChatEvent], lines: Sequence[ChatLine]) -> AsyncIterator[ChatEvent]:
+    """A catch-up's events, its final reply with the message numbers made links (the streamed text keeps
+    them as numbers until the reply is complete)."""
+    async for event in events:
+        yield replace(event, text=link_messages(event.text, lines)) if isinstance(event, Reply) else event
 
 
 def quoted_instruction(base: str, extra: str) -> str:
@@ -231,6 +240,25 @@ class Commands:
         return Answer(
             f"{'Updated' if replaced else 'Learned'} {learned.name}{cut}: {learned.passages} passage(s), "
             f"{learned.words} words (id {learned.id}). Questions here now draw on it.",
+            public=True,
+        )
+
+    async def catch_up_log(self, place: Place, on: bool) -> Answer:
+        """Where bots cannot read history (Telegram), admins may have the group's messages kept for a day so
+        /summarize can tell someone what they missed; off deletes what was kept."""
+        if place.private:
+            return Answer("There is nothing to catch up on in a private chat.")
+        if not await place.is_admin():
+            return Answer(f"Only {place.wording.admins} can turn this on or off.")
+        await self.engine.chat_log.turn(place.key.platform, place.key.chat, on)
+        if not on:
+            return Answer(
+                "Catch-up is off: I no longer keep this group's messages, and I deleted those I had.", public=True
+            )
+        return Answer(
+            f"Catch-up is on: I now keep the messages I can see in this {place.wording.chat} for "
+            f"{LOG_TTL // 3600} hours, so /summarize can tell anyone what they missed. /summarize off stops it "
+            "and deletes them; /forget by an admin erases them too.",
             public=True,
         )
 

@@ -31,14 +31,14 @@ from bots.commands import (
     Place,
     Wording,
     help_lines,
-    link_messages,
+    linked,
     quoted_instruction,
     transcript,
 )
 from bots.discord.surface import NO_PINGS, ChannelSurface, InteractionSurface, split_for_discord
 from bots.replies import explain
 from bots.streaming import Surface, stream_reply
-from engine.contract import ChatEvent, ChatRequest, Reply
+from engine.contract import ChatEvent, ChatRequest
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.conversation.text import check_input
@@ -116,12 +116,6 @@ async def _read_attachment(attachment: discord.Attachment) -> Document:
 
 
 _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-
-
-async def _linked(events: AsyncIterator[ChatEvent], lines: list[ChatLine]) -> AsyncIterator[ChatEvent]:
-    """The final reply with its message numbers made links to the messages (the streamed text keeps them)."""
-    async for event in events:
-        yield replace(event, text=link_messages(event.text, lines)) if isinstance(event, Reply) else event
 
 
 def _topic(prompt: str) -> str:
@@ -574,7 +568,7 @@ class DiscordBot:
         events = self.engine.chat(replace(request, document=document))
         await self._stream(
             InteractionSurface(interaction),
-            _linked(events, lines) if lines else events,
+            linked(events, lines) if lines else events,
             lambda t: interaction.edit_original_response(content=t),
         )
 

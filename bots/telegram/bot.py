@@ -29,16 +29,20 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bots.commands import (
+    CATCH_UP,
     COMMANDS,
     INTRO,
     REPLY,
     SUMMARIZE,
     Answer,
+    ChatLine,
     Commands,
     Place,
     Wording,
     help_lines,
+    linked,
     quoted_instruction,
+    transcript,
 )
 from bots.replies import explain
 from bots.streaming import stream_reply
@@ -46,6 +50,7 @@ from bots.telegram.ratelimit import CountingRateLimiter
 from bots.telegram.surface import TelegramSurface
 from bots.text.split import split_message, utf16_len
 from engine.contract import ChatEvent, ChatRequest
+from engine.conversation.chatlog import LoggedMessage
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.documents import Document, read_document
@@ -77,6 +82,12 @@ HELP = (
 )
 
 
+CATCH_UP_HINT = (
+    " To catch up on what was said here, a group admin can turn on /summarize on: I then keep the group's "
+    "messages I can see for a day (with privacy mode on, Telegram shows me only commands, mentions and replies)."
+)
+
+
 def _split(text: str) -> list[str]:
     return split_message(text, TEXT_LIMIT, length=utf16_len)
 
@@ -87,6 +98,17 @@ def conversation_key(message: Message) -> ConversationKey:
         return ConversationKey(PLATFORM, str(chat.id), user=str(message.from_user.id if message.from_user else chat.id))
     thread = message.message_thread_id if message.is_topic_message else None
     return ConversationKey(PLATFORM, str(chat.id), thread=str(thread) if thread else None)
+
+
+def message_link(message: Message) -> str | None:
+    """Where a group's message opens in Telegram: only supergroups have message links (t.me/NAME/ID when
+    public, else t.me/c/ID/ID for members, the chat id without its -100 prefix)."""
+    chat = message.chat
+    if chat.type != ChatType.SUPERGROUP:
+        return None
+    if chat.username:
+        return f"https://t.me/{chat.username}/{message.message_id}"
+    return f"https://t.me/c/{-chat.id - 10**12}/{message.message_id}"
 
 
 def kb_scope(message: Message) -> str:
@@ -155,7 +177,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("search", self._search))
         app.add_handler(CommandHandler("learn", self._learn))
         app.add_handler(CommandHandler("retry", self._retry))
-        app.add_handler(CommandHandler(["summarize", "summarise"], self._on_replied(SUMMARIZE)))
+        app.add_handler(CommandHandler(["summarize", "summarise"], self._summarize))
         app.add_handler(CommandHandler("reply", self._on_replied(REPLY)))
         commands = self.commands
         shared: dict[str, Callable[[Place, list[str]], Awaitable[Answer]]] = {
@@ -347,6 +369,10 @@ class TelegramBot:
         message = update.effective_message
         if message is None or message.text is None:
             return
+        if message.chat.type != ChatType.PRIVATE and message.from_user is not None:
+            # Kept only where the group's admins turned catch-up on (/summarize on).
+            logged = LoggedMessage(_display_name(message.from_user) or "someone", message.text, message_link(message))
+            await self.engine.chat_log.add(PLATFORM, str(message.chat.id), message.message_id, logged)
         text = self._addressed(message)
         if text is None:
             return  # group chatter not meant for us
@@ -439,6 +465,34 @@ class TelegramBot:
         name = " ".join(context.args or [])
         answer = await self.commands.learn(self._place(message, message.from_user), read, name)
         await self._say(message, answer.text)
+
+    async def _summarize(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/summarize as a reply: that message or file. /summarize on|off (admins): keep the group's messages
+        for catch-ups. /summarize alone in a group: what was said lately, if catch-up is on."""
+        message = update.effective_message
+        if message is None or message.from_user is None:
+            return
+        args = context.args or []
+        if message.reply_to_message is not None:
+            await self._on_replied(SUMMARIZE)(update, context)
+            return
+        if len(args) == 1 and args[0].lower() in ("on", "off"):
+            answer = await self.commands.catch_up_log(self._place(message, message.from_user), args[0].lower() == "on")
+            await self._say(message, answer.text)
+            return
+        chat = str(message.chat.id)
+        logged = [] if message.chat.type == ChatType.PRIVATE else await self.engine.chat_log.recent(PLATFORM, chat)
+        if not logged:
+            hint = "" if message.chat.type == ChatType.PRIVATE else CATCH_UP_HINT
+            await self._say(message, "Reply with /summarize to the message or file you mean." + hint)
+            return
+        lines = [ChatLine(m.author, m.text, m.link) for m in logged]
+        where = f"the last {len(lines)} messages of {message.chat.title or 'this group'}"
+        request = self._request(message, quoted_instruction(CATCH_UP, " ".join(args)))
+        # A catch-up of its own: the group's conversation with the bot is not filled with transcripts.
+        key = replace(request.key, thread=f"catch-up-{message.message_id}")
+        request = replace(request, key=key, document=transcript(lines, where))
+        await self._answer(message, linked(self.engine.chat(request), lines))
 
     def _on_replied(self, base: str) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
         """/summarize and /reply: the message they reply to (its text, or the file it carries) is the

@@ -25,6 +25,7 @@ TELEGRAM_LIMIT = 4096
 _HEADING = re.compile(r"[ \t]{0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
 _QUOTE = re.compile(r"[ \t]{0,3}> ?")
 _URL = re.compile(r"(?:https?://|tg://|mailto:)[^\s\x00-\x1f\x7f]+", re.IGNORECASE)
+_AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^\s<>\x00-\x1f\x7f]+)>", re.IGNORECASE)  # CommonMark <url>
 _ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -186,6 +187,11 @@ def _inline(text: str, as_html: bool, *, bold: bool, in_link: bool) -> str:
             inner_plain = _inline(label, False, bold=bold, in_link=True)
             href = html.escape(url, quote=True)
             tokens.append(_Atom(f'<a href="{href}">{inner_html}</a>', f"{inner_plain} ({url})".lstrip()))
+        elif ch == "<" and (auto := _AUTOLINK.match(text, i)) is not None:
+            url = auto[1]
+            href = html.escape(url, quote=True)
+            tokens.append(_Atom(_esc(url) if in_link else f'<a href="{href}">{_esc(url)}</a>', url))
+            i = auto.end()
         elif ch in "*_~|":
             run = _run_length(text, i)
             if ch in "~|" and run != 2:  # only ~~strike~~ and ||spoiler||
@@ -197,7 +203,7 @@ def _inline(text: str, as_html: bool, *, bold: bool, in_link: bool) -> str:
             i += run
         else:
             j = i + 1
-            while j < n and text[j] not in "\\`[*_~|":
+            while j < n and text[j] not in "\\`[*_~|<":
                 j += 1
             literal(text[i:j])
             i = j
@@ -292,6 +298,8 @@ def _link_at(text: str, i: int) -> tuple[str, str, int] | None:
     if k >= len(text):
         return None
     url = text[j + 2 : k]
+    if url.startswith("<") and url.endswith(">"):
+        url = url[1:-1]  # CommonMark's <destination> form (Discord uses it to suppress previews)
     # Other schemes (javascript:, relative paths) are not links: the Markdown is kept as text.
     if not _URL.fullmatch(url):
         return None

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from engine.contract import ChatEvent, ChatRequest, Delta, Finished, Notice, Reply, SamplingParams, TextGenerator
+from engine.conversation.chatlog import ChatLog
 from engine.conversation.keys import ConversationKey, Lease, chat_scope
 from engine.conversation.moderation import REFUSAL, WITHDRAWN, Moderator, load_moderator
 from engine.conversation.prompt import Prompt, build_prompt
@@ -126,6 +127,7 @@ class Engine:
         self.metrics.active_conversations.set_function(self.active_conversations)
         self.moderator = load_moderator(settings.moderation)
         self.kb = KnowledgeBase(store.redis)
+        self.chat_log = ChatLog(store.redis, flag_ttl=settings.conversation_ttl)
         # How much of a question (IDF-weighted) the best passage must cover to ground an answer (rank.py).
         self.grounding_gate = GATE_COVERAGE
         self.web = (

@@ -283,7 +283,9 @@ async def test_search_answers_from_web_pages_and_lists_them(
                 "Brightwater lighthouse keepers": web.page_url("keepers")}  # fmt: skip
         reply = tg.messages(chat)[-1]
         assert reply.text.startswith("It was first lit in 1874 [1], and keepers lived there until 1961 [2].")
-        assert reply.text.endswith(f"Sources:\n[1] {given[0]} <{urls[given[0]]}>\n[2] {given[1]} <{urls[given[1]]}>")
+        # The list's <url> autolinks become Telegram links (text_link entities), shown without the brackets.
+        assert reply.text.endswith(f"Sources:\n[1] {given[0]} {urls[given[0]]}\n[2] {given[1]} {urls[given[1]]}")
+        assert [e["url"] for e in reply.entities if e["type"] == "text_link"] == [urls[given[0]], urls[given[1]]]
         assert [m.text for m in tg.messages(chat)][:-1] == ["ℹ️ Searching the web…"]  # noqa: RUF001
 
         # Nothing on the web about it: said so, and the model is not asked to guess.

@@ -186,7 +186,7 @@ async def test_summarize_and_reply_work_on_the_message_they_answer(
     ann = tg.user("Ann")
     chat = tg.private_chat(ann)
     tg.user_says(chat, ann, "/summarize")
-    await tg.wait_for_message(chat, "Reply with this command to the message")
+    await tg.wait_for_message(chat, "Reply with /summarize to the message or file you mean")
     mail = tg.user_says(chat, ann, "Hi Ann, can you send the budget by Friday? Thanks, Bob")["message"]
     await tg.wait_for_message(chat, "done")
     tg.user_says(chat, ann, "/reply say yes, politely", reply_to=mail["message_id"])
