@@ -1,11 +1,11 @@
-"""Ranking passages for a question with BM25, and telling a strong match from a weak one.
+"""Ranking passages for a question with BM25, and telling "the documents answer this" from "a common word
+happened to match".
 
-BM25 scores only compare passages for one query: a score of 7 means nothing on its own, so it cannot tell
-"the documents answer this" from "a common word happened to match". For that, `coverage()` measures how
-much of the query a passage contains, each query term weighted by its IDF (rare, telling words count
-more, words the documents never use count most): a passage is a *strong* match when its coverage reaches
-``strong_coverage`` (half by default). A query none of whose words occur gets no hits at all ("nothing
-relevant"); one that only shares a common word with the documents gets hits that are all weak.
+BM25 scores only compare passages for one query: a score of 7 means nothing on its own. For that,
+`coverage()` measures how much of the query a passage contains, each query term weighted by its IDF (rare,
+telling words count more, words the documents never use count most), and `supporting()` gives an answer
+its sources only when the best passage covers enough of the question. A query none of whose words occur
+gets no hits at all; one that only shares a common word with the documents gets hits that cover little.
 
 Tokenisation is deliberately simple and language-agnostic: case-folded, accents removed (people often type
 French without them), runs of Unicode letters and digits, a tiny English and French stopword list, and a
@@ -29,12 +29,11 @@ from engine.retrieval.passages import Passage
 # bm25s sets its own logger to DEBUG when imported: every index built would print a line past our log level.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-STRONG_COVERAGE = 0.5
 # An answer is grounded when the best of the top passages covers GATE_COVERAGE of the question; it is then
 # given those of them covering FLOOR_COVERAGE. Chosen on bench/kb (python -m bench.eval_kb; the README's
 # "Answers with sources" has the sweep): at 0.35/0.2 the passage holding the answer is given for 86 of 88
 # one-passage questions, while 11 of 13 general-knowledge questions get no sources (and are answered as
-# without a knowledge base). STRONG_COVERAGE alone (0.5) gave the answer's passage for only 65 of 88.
+# without a knowledge base). One threshold of 0.5 for both gave the answer's passage for only 65 of 88.
 GATE_COVERAGE = 0.35
 FLOOR_COVERAGE = 0.2
 
@@ -81,11 +80,8 @@ def _query_terms(query: str) -> list[str]:
 class PassageIndex:
     """BM25 over a fixed set of passages (title, section path and text are all searched)."""
 
-    def __init__(self, passages: Iterable[Passage], *, strong_coverage: float = STRONG_COVERAGE) -> None:
-        if not 0.0 < strong_coverage <= 1.0:
-            raise ValueError("strong_coverage must be in (0, 1]")
+    def __init__(self, passages: Iterable[Passage]) -> None:
         self.passages = tuple(passages)
-        self.strong_coverage = strong_coverage
         documents = [tokenize(_indexed_text(passage)) for passage in self.passages]
         self._terms = [frozenset(document) for document in documents]
         self._document_frequency = Counter(term for terms in self._terms for term in terms)
@@ -96,13 +92,9 @@ class PassageIndex:
     def __len__(self) -> int:
         return len(self.passages)
 
-    def search(
-        self, query: str, k: int = 5, *, strong_only: bool = False, min_coverage: float = 0.0
-    ) -> list[tuple[Passage, float]]:
+    def search(self, query: str, k: int = 5) -> list[tuple[Passage, float]]:
         """The best ``k`` passages sharing at least one term with the query, best first (ties in document
-        order); with ``strong_only``, the best ``k`` of those that are strong matches; with ``min_coverage``,
-        of those whose coverage reaches it."""
-        floor = max(min_coverage, self.strong_coverage if strong_only else 0.0)
+        order)."""
         terms = _query_terms(query)
         known = [term for term in terms if term in self._document_frequency]
         if not known or k <= 0:
@@ -112,8 +104,7 @@ class PassageIndex:
         for i in np.argsort(-scores, kind="stable"):
             if scores[i] <= 0.0 or len(hits) == k:
                 break
-            if not floor or self._coverage(terms, self._terms[i]) >= floor:
-                hits.append((self.passages[i], float(scores[i])))
+            hits.append((self.passages[i], float(scores[i])))
         return hits
 
     def supporting(
@@ -121,11 +112,7 @@ class PassageIndex:
     ) -> list[Passage]:
         """The passages to answer ``query`` from, best first: none unless one of the best ``k`` covers
         ``gate`` of it, else those of the best ``k`` that cover ``floor``."""
-        terms = _query_terms(query)
-        hits = [
-            (passage, self._coverage(terms, frozenset(tokenize(_indexed_text(passage)))))
-            for passage, _ in self.search(query, k)
-        ]
+        hits = [(passage, self.coverage(query, passage)) for passage, _ in self.search(query, k)]
         if not hits or max(coverage for _, coverage in hits) < gate:
             return []
         return [passage for passage, coverage in hits if coverage >= floor]
@@ -133,9 +120,6 @@ class PassageIndex:
     def coverage(self, query: str, passage: Passage) -> float:
         """The IDF-weighted share of the query's terms that occur in the passage, from 0 to 1."""
         return self._coverage(_query_terms(query), frozenset(tokenize(_indexed_text(passage))))
-
-    def is_strong(self, query: str, passage: Passage) -> bool:
-        return self.coverage(query, passage) >= self.strong_coverage
 
     def _coverage(self, terms: list[str], present: frozenset[str]) -> float:
         if not terms:
