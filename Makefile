@@ -44,6 +44,7 @@ eval: $(STAMP)
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e '.[bench]'
 	$(BIN)/python -m bench.eval
 	$(BIN)/python -m bench.eval_kb
+	$(BIN)/python -m bench.eval_docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -127,3 +127,24 @@ async def test_forget_erases_the_documents_kept(engine: Engine, key: Conversatio
     assert 0 < await redis.ttl(key.redis_key("docs")) <= engine.settings.conversation_ttl
     await engine.forget_person(key.platform, key.user or "", private=key)
     assert await redis.exists(key.redis_key("docs")) == 0
+
+
+async def test_summaries_too_long_together_are_summarised_again(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator
+) -> None:
+    def reply(users: list[str]) -> str:
+        last = users[-1]
+        if match := re.search(r"Summarise part (\d+) of (\d+)", last):
+            if "summary of part" in last:  # a second round: the part is made of first-round summaries
+                return f"digest {match[1]}"
+            return f"summary of part {match[1]}: " + "detail " * 120  # 60 of these fill far more than the context
+        return "answer: " + ("from digests" if "digest 1" in last else "from summaries")
+
+    scripted.script = reply
+    events = await _ask(engine, ChatRequest(key, "What was approved?", document=_document(100)))
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert any(n.startswith("Reading the summaries of minutes.md:") for n in notices)
+    reply_event = events[-1]
+    assert isinstance(reply_event, Reply)
+    assert reply_event.text == "answer: from digests"
+    assert "detail detail" not in scripted.prompts[-1]

@@ -336,15 +336,29 @@ class Engine:
         except InputRejected:
             if document is None:
                 raise
-            # Too long to read at once: read it in parts, then answer from their summaries.
-            parts = split_parts(document.text, self.model, self.context_tokens - PART_OVERHEAD_TOKENS)
-            summaries: list[str] = []
-            async for notice in summarise_parts(self.generator, self.model, document, parts, params, cancel, summaries):
-                yield notice
-            if len(summaries) < len(parts):
-                raise InputRejected("stopped while reading the document; nothing was kept") from None
-            user_turn = replace(user_turn, content=from_summaries(text, document, summaries))
-            prompt = prompt_for(user_turn)
+            # Too long to read at once: read it in parts, then answer from their summaries. When even those do
+            # not fit together (a book against a small context), they are summarised in turn, round by round.
+            budget = self.context_tokens - PART_OVERHEAD_TOKENS
+            parts = split_parts(document.text, self.model, budget)
+            texts, reading = parts, None
+            while True:
+                summaries: list[str] = []
+                reads = summarise_parts(
+                    self.generator, self.model, document, texts, params, cancel, summaries, reading=reading
+                )
+                async for notice in reads:
+                    yield notice
+                if len(summaries) < len(texts):
+                    raise InputRejected("stopped while reading the document; nothing was kept") from None
+                user_turn = replace(user_turn, content=from_summaries(text, document, summaries))
+                try:
+                    prompt = prompt_for(user_turn)
+                    break
+                except InputRejected:
+                    texts = split_parts("\n\n".join(summaries), self.model, budget)
+                    if len(texts) >= len(summaries):
+                        raise  # summaries that do not shrink: more rounds would not help
+                    reading = f"the summaries of {document.name or 'the document'}"
             name = document.name or "the document"
             read_in_parts = (name, split_passages(document.text, source=name, title=name))
             yield Notice("document", f"I read it in {len(parts)} parts; this answer covers all of them.")

@@ -90,9 +90,12 @@ async def summarise_parts(
     params: SamplingParams,
     cancel: threading.Event,
     summaries: list[str],
+    *,
+    reading: str | None = None,
 ) -> AsyncIterator[Notice]:
-    """Summarise every part at once, filling ``summaries`` in order; a progress Notice as each is done.
-    Stops early (``summaries`` left short) when ``cancel`` is set."""
+    """Summarise every part at once, filling ``summaries`` in order; a progress Notice as each is done
+    (``reading`` names what is read, the document by default). Stops early (``summaries`` left short) when
+    ``cancel`` is set."""
     # Greedy: a summary of a part should not change from one reading to the next.
     params = replace(params, max_tokens=PART_SUMMARY_TOKENS, stop=(), temperature=0.0)
     total = len(parts)
@@ -130,7 +133,7 @@ async def summarise_parts(
     tasks = [asyncio.ensure_future(one(i, part)) for i, part in enumerate(parts)]
     relay = asyncio.ensure_future(relay_stop())
     try:
-        yield Notice("progress", f"Reading {_title(document)}: {total} parts.")
+        yield Notice("progress", f"Reading {reading or _title(document)}: {total} parts.")
         for next_done in asyncio.as_completed(tasks):
             index, finished = await next_done
             if finished.finish_reason == "cancelled":
