@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --gguf qwen2.5-coder-1.5b --models qwen2.5-coder-1.5b
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.adapter --messages 200 --chats 16
+	$(BIN)/python -m bench.reading
 
 eval: $(STAMP)
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e '.[bench]'

@@ -148,3 +148,16 @@ async def test_summaries_too_long_together_are_summarised_again(
     assert isinstance(reply_event, Reply)
     assert reply_event.text == "answer: from digests"
     assert "detail detail" not in scripted.prompts[-1]
+
+
+async def test_the_reading_bench_times_the_map_phase(engine: Engine) -> None:
+    from bench.reading import render, summarise
+
+    timed = await summarise(engine, _document(100))
+    assert timed["parts"] > PARALLEL_PARTS
+    assert timed["rounds"] == 1
+    assert 0 <= timed["map_s"] <= timed["total_s"]
+    results = {"model": "m", "pages": 54, "context_tokens": 2048, "command": "python -m bench.reading",
+               "batched": {"parts_at_once": 8} | timed, "serial": {"parts_at_once": 1} | timed,
+               "map_speedup": 1.0, "total_speedup": 1.0}  # fmt: skip
+    assert "| batched (8 at once) |" in render(results)
