@@ -4,7 +4,6 @@ real python-telegram-bot against the fake Bot API, a scripted model and a real R
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,46 +16,25 @@ from engine.conversation.engine import Engine
 from engine.conversation.store import Store
 from engine.model.registry import LoadedModel
 from engine.retrieval.kb import GLOBAL, KnowledgeBase
-from engine.runtime.settings import Settings, load_settings
+from engine.runtime.settings import Settings
+from tests.bots.sources import (
+    FEES,
+    HOURS,
+    QUESTION,
+    REGATTA,
+    kb_keys,
+    learned_id,
+    searching,
+    source_headers,
+)
 from tests.fakes.generator import ScriptedGenerator
 from tests.fakes.telegram import JSON, FakeTelegram
 
-FEES = "# Willowmere fees\n\nThe Willowmere membership fee is €37 a year; juniors pay €12."
-HOURS = b"# Willowmere hours\n\nThe Willowmere boathouse opens at 06:30 and closes at dusk."
-# No word in common with FEES: whatever the thresholds, a question about one never brings up the other.
-REGATTA = "# Calderbrook regatta\n\nThe Calderbrook regatta is held on the second Saturday of June."
-QUESTION = "Willowmere fee and hours?"  # matches both FEES and HOURS strongly
-LIGHTHOUSE = (
-    "# Brightwater Lighthouse\n\nThe Brightwater lighthouse was first lit in 1874. "
-    "Its lamp can be seen 22 nautical miles out to sea."
-)
-KEEPERS = (
-    "# Brightwater lighthouse keepers\n\nKeepers lived at the Brightwater lighthouse until 1961, "
-    "when the light was automated and the keepers left."
-)
-BREAD = "# Sourdough at home\n\nFeed the starter twice a day and bake the loaf when the dough has doubled."
 ONLY_ADMINS = "Only the group's admins can add to the knowledge base here."
 
 
 def scope_of(chat: JSON) -> str:
     return f"telegram:{chat['id']}"
-
-
-async def kb_keys(redis: Redis, scope: str) -> list[str]:
-    """Every key of a scope's knowledge base (the scope is percent-quoted inside the hash tag)."""
-    quoted = scope.replace(":", "%3A")
-    return [key.decode() async for key in redis.scan_iter(match=f"parley:kb:{{{quoted}}}:*", count=1000)]
-
-
-def source_headers(prompt: str) -> list[str]:
-    """The sources a prompt gave the model, in their numbered order: 'Title > Section' of each."""
-    return re.findall(r"^<<<SOURCE \[\d+\] (.*)$", prompt, flags=re.MULTILINE)
-
-
-def learned_id(text: str) -> str:
-    match = re.search(r"\(id ([0-9a-f]{8})\)", text)
-    assert match is not None, text
-    return match[1]
 
 
 @pytest.fixture(autouse=True)
@@ -67,32 +45,6 @@ async def forget_what_chats_learned(tg: FakeTelegram, redis: Redis) -> AsyncIter
     for chat_id in list(tg.chats):
         for document in await kb.documents(f"telegram:{chat_id}"):
             await kb.remove(f"telegram:{chat_id}", document.id)
-
-
-@pytest.fixture
-async def taught(redis: Redis) -> AsyncIterator[list[tuple[str, str]]]:
-    """(scope, document id) of what a test teaches the global knowledge base, removed afterwards (other tests'
-    documents there are left alone)."""
-    documents: list[tuple[str, str]] = []
-    yield documents
-    kb = KnowledgeBase(redis)
-    for scope, document_id in documents:
-        await kb.remove(scope, document_id)
-
-
-@pytest.fixture
-async def web() -> AsyncIterator[FakeWeb]:
-    fake = FakeWeb()
-    for slug, page in (("lighthouse", LIGHTHOUSE), ("keepers", KEEPERS), ("bread", BREAD)):
-        fake.add_markdown(slug, page)
-    async with fake.serve():
-        yield fake
-
-
-def searching(settings: Settings, web: FakeWeb) -> Settings:
-    """The test's settings with web search on, read and checked as PARLEY_SEARCH_URL and PARLEY_FETCH_ALLOW are."""
-    given = {name: getattr(settings, name) for name in settings.model_fields_set}
-    return load_settings(**given, search_url=web.url, fetch_allow="127.0.0.1")
 
 
 async def teach(tg: FakeTelegram, group: JSON, admin: JSON, text: str, name: str = "") -> str:
