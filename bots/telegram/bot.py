@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -372,7 +373,8 @@ class TelegramBot:
         if message.chat.type != ChatType.PRIVATE and message.from_user is not None:
             # Kept only where the group's admins turned catch-up on (/summarize on).
             logged = LoggedMessage(_display_name(message.from_user) or "someone", message.text, message_link(message))
-            await self.engine.chat_log.add(PLATFORM, str(message.chat.id), message.message_id, logged)
+            with contextlib.suppress(StoreUnavailable):  # a lost catch-up line is no reason to fail the update
+                await self.engine.chat_log.add(PLATFORM, str(message.chat.id), message.message_id, logged)
         text = self._addressed(message)
         if text is None:
             return  # group chatter not meant for us
