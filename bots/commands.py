@@ -70,7 +70,7 @@ def transcript(lines: Sequence[ChatLine], name: str) -> Document:
     """Messages as a document, numbered from 1, oldest first, one paragraph each (so a long chat is cut
     between messages, never inside one)."""
     text = "\n\n".join(f"[{n}] {line.author}: {' '.join(line.text.split())}" for n, line in enumerate(lines, 1))
-    return Document(name=name, kind="text", text=text, pages=None, truncated=False)
+    return Document.of_text(text, name)
 
 
 def link_messages(text: str, lines: Sequence[ChatLine]) -> str:

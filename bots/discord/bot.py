@@ -379,7 +379,7 @@ class DiscordBot:
             if file is not None:
                 await self._answer_file(interaction, file, instruction)
             elif text and text.strip():
-                document = Document(name="the e-mail", kind="text", text=text, pages=None, truncated=False)
+                document = Document.of_text(text, "the e-mail")
                 await self._answer_document(interaction, document, instruction)
             else:
                 await interaction.response.send_message(
@@ -412,7 +412,7 @@ class DiscordBot:
                 if file is not None:
                     return await _read_attachment(file)
                 if text and text.strip():
-                    return Document(name=None, kind="text", text=text, pages=None, truncated=False)
+                    return Document.of_text(text)
                 return None
 
             answer = await commands.learn(self._place(interaction), read, name)
@@ -537,7 +537,7 @@ class DiscordBot:
                 await self._answer_file(interaction, message.attachments[0], base)
             elif message.content.strip():
                 name = f"{message.author.display_name}'s message"
-                document = Document(name=name, kind="text", text=message.content, pages=None, truncated=False)
+                document = Document.of_text(message.content, name)
                 await self._answer_document(interaction, document, base)
             else:
                 await interaction.response.send_message("That message has no text or file to read.", ephemeral=True)

@@ -450,6 +450,16 @@ class TelegramBot:
             return
         await self._answer(message, self.engine.chat(replace(self._request(message, text), search=True)))
 
+    async def _replied_document(
+        self, source: Message, context: ContextTypes.DEFAULT_TYPE, name: str | None = None
+    ) -> Document | None:
+        """What a command replying to ``source`` works on: the file it carries, else its text (named ``name``);
+        None when it has neither."""
+        if source.document is not None:
+            return await self._fetch(source, context)
+        text = source.text or source.caption
+        return Document.of_text(text, name) if text else None
+
     async def _learn(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/learn as a reply to a message or a file: that message's text, or the file, joins the knowledge base."""
         message = update.effective_message
@@ -458,11 +468,7 @@ class TelegramBot:
         source = message.reply_to_message
 
         async def read() -> Document | None:
-            if source is not None and source.document is not None:
-                return await self._fetch(source, context)
-            if source is not None and (text := source.text or source.caption):
-                return Document(name=None, kind="text", text=text, pages=None, truncated=False)
-            return None
+            return await self._replied_document(source, context) if source is not None else None
 
         name = " ".join(context.args or [])
         answer = await self.commands.learn(self._place(message, message.from_user), read, name)
@@ -505,14 +511,10 @@ class TelegramBot:
             if message is None:
                 return
             source = message.reply_to_message
-            if source is None or (source.document is None and not (source.text or source.caption)):
+            document = await self._replied_document(source, context, "the message") if source else None
+            if document is None:
                 await self._say(message, "Reply with this command to the message (or file) you mean.")
                 return
-            if source.document is not None:
-                document = await self._fetch(source, context)
-            else:
-                text = source.text or source.caption or ""
-                document = Document(name="the message", kind="text", text=text, pages=None, truncated=False)
             instruction = quoted_instruction(base, " ".join(context.args or []))
             request = replace(self._request(message, instruction), document=document)
             await self._answer(message, self.engine.chat(request))

@@ -36,6 +36,11 @@ class Document:
     # Extraction stopped at DocumentLimits.max_chars: text is the beginning of the document only.
     truncated: bool
 
+    @classmethod
+    def of_text(cls, text: str, name: str | None = None) -> Document:
+        """A message's own text, worked on as a document (a pasted e-mail, a chat's transcript)."""
+        return cls(name=name, kind="text", text=text, pages=None, truncated=False)
+
 
 @dataclass(frozen=True, slots=True)
 class DocumentLimits:
