@@ -450,13 +450,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model folder name (default: the configured model)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N items (a quick try)")
     parser.add_argument("--max-tokens", type=int, default=320, help="new tokens per reply at most")
+    parser.add_argument("--language", choices=LANGUAGES, help="only the items in this language")
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)
     settings = load_settings()
     args.model = args.model or settings.model
     if not 1 <= args.max_tokens < settings.context_tokens:
         parser.error(f"--max-tokens must be between 1 and the context ({settings.context_tokens}) minus one")
-    items = load_items()[: args.limit or None]
+    items = [i for i in load_items() if args.language in (None, i.language)][: args.limit or None]
     run_results = asyncio.run(run(args, items, settings))
     results = {
         "command": shlex.join(["python", "-m", "bench.eval_docs", *argv]),

@@ -162,3 +162,16 @@ async def test_the_reading_bench_times_the_map_phase(engine: Engine) -> None:
                "serial": {"parts_at_once": 1, "prefill_s": 3, "decode_s": 4} | timed,
                "map_speedup": 1.0, "total_speedup": 1.0, "speedup_bound": 2.33}  # fmt: skip
     assert "| batched (8 at once) |" in render(results)
+
+
+async def test_a_document_not_in_english_is_answered_in_its_language(
+    engine: Engine, key: ConversationKey, scripted: ScriptedGenerator
+) -> None:
+    french = "Le conseil a approuvé le budget du jardin partagé et a décidé de remplacer le four avant l'été."
+    await _ask(engine, ChatRequest(key, "", document=Document.of_text(french, "compte-rendu.txt")))
+    assert scripted.prompts[-1].endswith(
+        "DOCUMENT>>>\n\nWrite in French, the document's language, unless the "
+        "request asks for another language.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    await _ask(engine, ChatRequest(replace(key, chat=key.chat + "-en"), "", document=_document(2)))
+    assert "Write in" not in scripted.prompts[-1]  # English: the instructions' own language

@@ -67,3 +67,25 @@ def test_sources_are_fenced_and_the_question_comes_last() -> None:
     assert "<<<SOURCE [1] Guild rules > Membership\nMembership costs €37 a year.\nSOURCE>>>" in message
     assert "<<<SOURCE [2] Kestermouth news\nThe kiln reached 1,240 °C.\nSOURCE>>>" in message
     assert message.endswith("Question: How much are fees?")
+
+
+def test_a_citation_of_the_wrong_source_points_to_the_one_holding_the_claim() -> None:
+    # Small models cite [1] for what they took from another source; the claim's own words say which.
+    out, citations = run([RULES, HOURS], ["The Copper Room opens at 18:45 [1]. Membership costs €37 [1]."])
+    assert out.startswith("The Copper Room opens at 18:45 [1]. Membership costs €37 [2].")
+    assert citations.cited == [HOURS, RULES]
+
+
+def test_a_claim_no_other_source_holds_better_keeps_its_citation() -> None:
+    # Nothing any source holds, then words both hold alike ("guild" is in both titles): the model's choice.
+    out, citations = run([RULES, HOURS], ["Both are well run [2]. The guild sets them [1]."])
+    assert out.startswith("Both are well run [1]. The guild sets them [2].")
+    assert citations.cited == [HOURS, RULES]
+
+
+@pytest.mark.parametrize("cut", range(0, 60, 3))
+def test_a_citation_before_its_claim_is_checked_against_the_sentence_after_it(cut: int) -> None:
+    text = "According to [1], membership costs €37 a year. As stated in [2], it opens at 18:45."
+    out, citations = run([HOURS, RULES], [text[:cut], text[cut:]])
+    assert out.startswith("According to [1], membership costs €37 a year. As stated in [2], it opens at 18:45.")
+    assert citations.cited == [RULES, HOURS]
