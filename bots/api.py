@@ -49,6 +49,7 @@ KNOWN_FIELDS = {
 }  # fmt: skip
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 MAX_STOPS = 4
+MAX_BIASED = 300  # logit_bias entries one request may set: bounds the work each token adds
 
 
 class ApiError(Exception):
@@ -199,6 +200,13 @@ def parse_request(
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("'seed' must be an integer", "seed")
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict) or len(bias) > MAX_BIASED or not all(
+        isinstance(token, str) and token.isdecimal() and len(token) < 10
+        and isinstance(value, int | float) and not isinstance(value, bool) and -100 <= value <= 100
+        for token, value in bias.items()
+    ):  # fmt: skip
+        raise _bad(f"'logit_bias' maps up to {MAX_BIASED} token ids to numbers from -100 to 100", "logit_bias")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("'stream' must be a boolean", "stream")
@@ -212,6 +220,7 @@ def parse_request(
         top_p=_number(body, "top_p", defaults.top_p, 1e-9, 1.0),
         stop=stops,
         seed=seed if seed is not None else defaults.seed,
+        logit_bias=tuple((int(token), float(value)) for token, value in bias.items()),
     )
     # OpenAI's field for answering from a web search; its options (context size, location) tune OpenAI's own
     # search engine and are accepted without effect here.

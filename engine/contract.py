@@ -23,6 +23,9 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    # (token id, bias) pairs added to those tokens' logits before anything else (OpenAI's logit_bias):
+    # -100 all but bans a token, +100 all but forces one.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -35,6 +38,9 @@ class SamplingParams:
             raise ValueError("top_k must not be negative")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be positive")
+        for token, bias in self.logit_bias:
+            if token < 0 or not -100 <= bias <= 100:
+                raise ValueError("logit_bias takes token ids >= 0 and biases from -100 to 100")
 
 
 @dataclass(frozen=True, slots=True)

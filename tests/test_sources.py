@@ -5,7 +5,7 @@ set up, page text that gives orders ignored by the real model, and the same base
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +18,7 @@ from engine.conversation.store import Store
 from engine.errors import InputRejected
 from engine.model.generator import Generator
 from engine.model.registry import LoadedModel
-from engine.retrieval.grounding import NOTHING_FOUND
+from engine.retrieval.grounding import CHECK, NOT_IN_SOURCES, NOTHING_FOUND
 from engine.retrieval.kb import GLOBAL
 from engine.runtime.settings import Settings
 from engine.scaleout.remote import RemoteGenerator
@@ -99,6 +99,60 @@ async def test_a_knowledge_base_match_grounds_the_answer(
         _, _, plain = await run(engine, other)
         assert "SOURCE" not in generator.prompts[-1]
         assert plain.sources == ()
+    finally:
+        await engine.kb_remove(scope, document.id)
+
+
+def checking(answer: str) -> Callable[[list[str]], str]:
+    """A script whose verdict on the check is No, and whose answer would be ``answer``."""
+    return lambda users: "No" if users[-1].endswith(CHECK) else answer
+
+
+async def test_sources_that_do_not_state_the_answer_get_i_dont_know_instead_of_a_guess(
+    settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey, scope: str
+) -> None:
+    generator = ScriptedGenerator(tiny_model, script=checking("Students pay 1,240 euros [1]."))
+    engine = Engine(settings, store, generator, tiny_model)
+    document, _ = await engine.learn(scope, "rules.md", RULES, added_by="admin")
+    try:
+        request = ChatRequest(key, "How much do students pay for Makers Guild membership?", scope=scope)
+        shown, _, reply = await run(engine, request)
+        assert (
+            shown
+            == reply.text
+            == (f"{NOT_IN_SOURCES}\n\nSources consulted:\n- Ropewalk Makers Guild rules (rules.md), Membership")
+        )
+        assert len(generator.prompts) == 1  # the check only: no answer was written
+        assert "Question: How much do students pay" in generator.prompts[0]
+        turns = (await engine.export(key))["turns"]
+        assert [t["content"] for t in turns] == [request.text, reply.text]
+        # The API's path (the global base) checks the same way.
+        shared, _ = await engine.learn(GLOBAL, "rules.md", RULES, added_by="admin")
+        try:
+            messages = [{"role": "user", "content": request.text}]
+            events = [e async for e in engine.complete(messages, SamplingParams(32), knowledge=True)]
+        finally:
+            await engine.kb_remove(GLOBAL, shared.id)
+        assert isinstance(events[-1], Finished)
+        assert events[-1].text.startswith(NOT_IN_SOURCES)
+        assert events[-1].sources[0]["document"] == "rules.md"
+    finally:
+        await engine.kb_remove(scope, document.id)
+
+
+async def test_the_check_shares_the_answers_prompt_up_to_the_question(
+    settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey, scope: str
+) -> None:
+    engine, generator = scripted_engine(settings, store, tiny_model, "Yes")
+    document, _ = await engine.learn(scope, "rules.md", RULES, added_by="admin")
+    try:
+        _, _, reply = await run(engine, ChatRequest(key, "How much do students pay for membership?", scope=scope))
+        check, answer = generator.prompts
+        assert check.endswith(f"{CHECK}<|im_end|>\n<|im_start|>assistant\n")
+        shared = check.split(f"\n\n{CHECK}")[0]
+        assert shared.endswith("Question: How much do students pay for membership?")
+        assert answer.startswith(shared)  # under the conversation's cache key, the answer re-reads the rest only
+        assert reply.text.startswith("Yes")
     finally:
         await engine.kb_remove(scope, document.id)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import uuid
@@ -33,7 +35,16 @@ from engine.conversation.text import check_input, clean_text
 from engine.errors import ContextTooLong, ConversationBusy, InputRejected, Refused, StoreUnavailable
 from engine.model.registry import LoadedModel
 from engine.retrieval.fetch import parse_allow
-from engine.retrieval.grounding import MAX_SOURCES, NOTHING_FOUND, Citations, Source, grounded_message
+from engine.retrieval.grounding import (
+    CHECK_MARGIN,
+    MAX_SOURCES,
+    NOT_IN_SOURCES,
+    NOTHING_FOUND,
+    Citations,
+    Source,
+    checked_message,
+    grounded_message,
+)
 from engine.retrieval.kb import GLOBAL, KbDocument, KnowledgeBase
 from engine.retrieval.passages import Passage, split_passages
 from engine.retrieval.rank import GATE_COVERAGE, PassageIndex
@@ -49,6 +60,13 @@ MAX_WAITING_PER_CONVERSATION = 2
 # How long /forget waits for the answers it stopped to end (their writes are refused in any case).
 ERASE_WAIT_SECONDS = 10.0
 NO_SEARCH = "web search is not set up here (the operator sets PARLEY_SEARCH_URL to a SearXNG instance)"
+
+
+def _declined(sources: list[Source]) -> Finished:
+    """The answer when the model does not find one in its sources: it says so, and where it looked."""
+    citations = Citations(sources)
+    text = citations.feed(NOT_IN_SOURCES) + citations.finish()
+    return Finished(text, "stop", 0, 0, 0.0, 0.0, sources=tuple(source.as_dict() for source in citations.used))
 
 
 class _OutputWatch:
@@ -372,6 +390,11 @@ class Engine:
             # Nothing on the web supports an answer: saying so beats the model's guess.
             finished = Finished(NOTHING_FOUND, "stop", 0, 0, 0.0, 0.0)
             yield Delta(NOTHING_FOUND)
+        elif sources and not await self._supported(
+            lambda: prompt_for(replace(user_turn, content=checked_message(text, sources))).token_ids, cancel, key.id
+        ):
+            finished = _declined(sources)
+            yield Delta(finished.text)
         else:
             events = self._generate(prompt.token_ids, params, cancel, key.id, Citations(sources) if sources else None)
             async for event in events:
@@ -449,6 +472,29 @@ class Engine:
             yield Delta(tail)
         yield finished
 
+    async def _supported(
+        self, check_prompt: Callable[[], list[int]], cancel: threading.Event, cache_key: str | None
+    ) -> bool:
+        """Whether the model finds the answer in the sources it was given (``CHECK``, one token, Yes unless
+        No is ``CHECK_MARGIN`` likelier). ``check_prompt`` is the answer's prompt with the check after the
+        question; under the answer's cache key, the answer then re-reads only what differs."""
+        try:
+            ids = check_prompt()
+        except InputRejected:
+            return True  # the check does not fit beside the history: answer, as without it
+        if len(ids) >= self.generator.context_tokens:
+            return True
+        yes, no = (self.model.tokenizer.encode(word, add_special_tokens=False).ids[0] for word in ("Yes", "No"))
+        verdict = SamplingParams(max_tokens=1, logit_bias=((yes, 100.0), (no, 100.0 - CHECK_MARGIN)))
+        async for event in self.generator.stream(ids, verdict, cancel=cancel, cache_key=cache_key):
+            if isinstance(event, Finished):
+                return event.text.strip() != "No"
+        return True
+
+    def _encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = self.model.template.render(messages, add_generation_prompt=True)
+        return list(self.model.tokenizer.encode(text, add_special_tokens=False).ids)
+
     async def sources(
         self,
         question: str,
@@ -517,6 +563,10 @@ class Engine:
         last = max((i for i, m in enumerate(cleaned) if m["role"] == "user"), default=None)
         if search and last is None:
             raise InputRejected("a web search needs a user message to search for")
+        # A follow-up repeats the conversation so far: its cache, kept under the conversation's start, saves
+        # reading it again (two conversations that start alike share what they have in common, no more).
+        cache_key = "api:" + hashlib.sha256(json.dumps(cleaned[:2]).encode()).hexdigest()[:32]
+        cancel = cancel or threading.Event()
         if (search or knowledge) and last is not None:
             question = cleaned[last]["content"]
             sources = await self.sources(question, search=search)
@@ -525,16 +575,22 @@ class Engine:
                 yield Finished(NOTHING_FOUND, "stop", 0, 0, 0.0, 0.0)
                 return
             if sources:
+                checked = list(cleaned)
+                checked[last] = {"role": "user", "content": checked_message(question, sources)}
+                if not await self._supported(lambda: self._encode(checked), cancel, cache_key):
+                    declined = _declined(sources)
+                    yield Delta(declined.text)
+                    yield declined
+                    return
                 cleaned[last] = {"role": "user", "content": grounded_message(question, sources)}
-        text = self.model.template.render(cleaned, add_generation_prompt=True)
-        ids = self.model.tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self._encode(cleaned)
         room = self.generator.context_tokens - len(ids)
         if room < 1:
             raise ContextTooLong(
                 f"the messages take {len(ids)} tokens; the model's context holds {self.generator.context_tokens}"
             )
         params = replace(params, max_tokens=min(params.max_tokens, room))
-        events = self._generate(ids, params, cancel or threading.Event(), None, Citations(sources) if sources else None)
+        events = self._generate(ids, params, cancel, cache_key, Citations(sources) if sources else None)
         async for event in events:
             if isinstance(event, Delta | Finished):
                 yield event

@@ -114,6 +114,11 @@ class Sampler:
 
     def choose(self, logits: npt.NDArray[np.float32]) -> int:
         p = self.params
+        if p.logit_bias:
+            logits = logits.copy()
+            for token, bias in p.logit_bias:
+                if token < logits.shape[0]:  # an id past the vocabulary names no token: nothing to bias
+                    logits[token] += bias
         if p.repetition_penalty != 1.0 and self._seen_ids.size:
             idx = self._seen_ids[self._seen_ids < logits.shape[0]]
             vals = logits[idx]

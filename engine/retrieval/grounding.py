@@ -18,6 +18,15 @@ from engine.retrieval.rank import tokenize
 
 MAX_SOURCES = 4  # passages given to the model: about 1,500 tokens at most (passages are <= 300 words)
 NOTHING_FOUND = "I found nothing reliable about this, so I won't guess."
+NOT_IN_SOURCES = "I don't know: the sources I found don't say, and I won't guess."
+# Asked of the model before it answers from sources, on the answer's own prompt (so the answer re-reads
+# only what follows the question): a one-token Yes or No.
+CHECK = "Do the sources above state the answer to this question? Reply with Yes or No only."
+# The answer is declined only when No is this much likelier than Yes (a difference of logits). The 1.5B
+# model's verdicts separate answerable from unanswerable questions only loosely (bench/kb, 26 questions:
+# answerable -0.30 at the lowest, a third of the unanswerable below -0.6): the margin declines what it is
+# sure of and answers the rest. Measured whole by `make eval` (the README's "Answer quality").
+CHECK_MARGIN = 0.45
 
 INSTRUCTION = (
     "Answer the question below using only the numbered sources. After each fact you take from a source, cite "
@@ -71,6 +80,11 @@ def grounded_message(question: str, sources: list[Source]) -> str:
         for n, source in enumerate(sources, 1)
     )
     return f"{INSTRUCTION}\n\n{blocks}\n\nQuestion: {question}"
+
+
+def checked_message(question: str, sources: list[Source]) -> str:
+    """The grounded message with the check after it: the same prompt as the answer's up to the question."""
+    return f"{grounded_message(question, sources)}\n\n{CHECK}"
 
 
 # "[2]", "[1, 3]", "[1][2]" written as two, "[Source 2]"; a number with three digits at most.

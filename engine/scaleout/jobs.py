@@ -73,7 +73,8 @@ def params_to_json(params: SamplingParams) -> str:
 
 def params_from_json(raw: str) -> SamplingParams:
     data = json.loads(raw)
-    return SamplingParams(**{**data, "stop": tuple(data["stop"])})
+    bias = tuple((int(token), float(value)) for token, value in data.get("logit_bias", ()))
+    return SamplingParams(**{**data, "stop": tuple(data["stop"]), "logit_bias": bias})
 
 
 async def ensure_group(redis: Redis) -> None:

@@ -122,6 +122,26 @@ async def test_max_tokens_stop_and_determinism(client: AsyncOpenAI, model: Loade
     assert sampled[0] == sampled[1]
 
 
+async def test_logit_bias_forces_and_bans_tokens(client: AsyncOpenAI, model: LoadedModel) -> None:
+    ids = model.tokenizer.encode("Zebra", add_special_tokens=False).ids
+    forced = await client.chat.completions.create(
+        model=model.name,
+        messages=STORY,
+        max_tokens=1,
+        logit_bias={str(ids[0]): 100},  # type: ignore[arg-type]
+    )
+    assert forced.choices[0].message.content == model.tokenizer.decode(ids[:1])
+    plain = await client.chat.completions.create(model=model.name, messages=STORY, max_tokens=1)  # type: ignore[arg-type]
+    first = model.tokenizer.encode(plain.choices[0].message.content or "", add_special_tokens=False).ids[0]
+    banned = await client.chat.completions.create(
+        model=model.name,
+        messages=STORY,
+        max_tokens=1,
+        logit_bias={str(first): -100},  # type: ignore[arg-type]
+    )
+    assert banned.choices[0].message.content != plain.choices[0].message.content
+
+
 async def test_concurrent_streams_all_complete(client: AsyncOpenAI, model: LoadedModel) -> None:
     prompts = [[{"role": "user", "content": f"Count from {i} to {i + 3}."}] for i in range(3)]
 
@@ -161,6 +181,12 @@ async def test_wrong_or_missing_key_is_401(api: str, model: LoadedModel) -> None
         ({"model": "M", "messages": PARIS, "max_tokens": 0}, "max_tokens"),
         ({"model": "M", "messages": PARIS, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": "M", "messages": PARIS, "stream": "yes"}, "stream"),
+        ({"model": "M", "messages": PARIS, "logit_bias": {"12": 101}}, "logit_bias"),
+        ({"model": "M", "messages": PARIS, "logit_bias": {"-3": 5}}, "logit_bias"),
+        ({"model": "M", "messages": PARIS, "logit_bias": {"twelve": 5}}, "logit_bias"),
+        ({"model": "M", "messages": PARIS, "logit_bias": {"12": True}}, "logit_bias"),
+        ({"model": "M", "messages": PARIS, "logit_bias": [12, 5]}, "logit_bias"),
+        ({"model": "M", "messages": PARIS, "logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
         ([1, 2, 3], None),
     ],
 )

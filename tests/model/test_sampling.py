@@ -12,6 +12,7 @@ from engine.model.convert.importer import _gguf_sampling, _write_generation_conf
 from engine.model.registry import MANIFEST, LoadedModel, load_model, read_generation, write_manifest
 from engine.model.sampling import FALLBACK, Sampler, SamplingDefaults, generation_defaults
 from engine.runtime.settings import Settings, load_settings
+from engine.scaleout.jobs import params_from_json, params_to_json
 from tests.fakes.generator import ScriptedGenerator
 
 
@@ -22,6 +23,19 @@ def _logits(seed: int = 0, n: int = 1000) -> np.ndarray:
 def test_temperature_zero_is_argmax() -> None:
     logits = _logits()
     assert Sampler(SamplingParams()).choose(logits) == int(logits.argmax())
+
+
+def test_logit_bias_shifts_choices_and_its_values_are_checked() -> None:
+    logits = _logits(2)
+    top, runner_up = np.argsort(-logits)[:2]
+    gap = float(logits[top] - logits[runner_up])
+    assert Sampler(SamplingParams(logit_bias=((int(runner_up), gap + 0.01),))).choose(logits) == runner_up
+    assert Sampler(SamplingParams(logit_bias=((int(runner_up), gap - 0.01),))).choose(logits) == top
+    assert Sampler(SamplingParams(logit_bias=((int(top), -100.0), (10**6, 100.0)))).choose(logits) == runner_up
+    assert float(logits[top]) == float(_logits(2)[top])  # the caller's logits are left alone
+    for bad in (((1, 100.5),), ((-1, 1.0),)):
+        with pytest.raises(ValueError, match="logit_bias"):
+            SamplingParams(logit_bias=bad)
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy() -> None:
@@ -213,3 +227,9 @@ def test_import_reads_a_ggufs_own_sampling_keys(tmp_path: Path) -> None:
     assert found["temperature"] == pytest.approx(0.6)
     assert found["repetition_penalty"] == pytest.approx(1.1)
     assert "top_p" not in found
+
+
+def test_sampling_params_survive_the_job_stream() -> None:
+    # What a front end sends a worker (PARLEY_ENGINE=remote) is what the worker samples with.
+    params = SamplingParams(max_tokens=1, stop=("\n",), seed=7, logit_bias=((9, 100.0), (4, 99.5)))
+    assert params_from_json(params_to_json(params)) == params
