@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # llama.cpp for the benchmark and the eval, built for this CPU's vector extensions but not natively: the
-# native build crashes on some CPUs (AMX path), and an AVX-512 build dies of SIGILL on AVX2-only ones (an
-# AMD EPYC here). So AVX2 always, AVX-512 with VNNI and BF16 where /proc/cpuinfo lists them: a fair peer for
-# ONNX Runtime, which picks its kernels at run time.
-LLAMA_AVX512 := $(shell grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512_BF16=ON" || echo "-DGGML_AVX512=OFF")
+# native build crashes on some CPUs (AMX path), and an AVX-512 build dies of SIGILL on AVX2-only ones. So
+# AVX2 always, and each further extension only where /proc/cpuinfo lists it: an AMD EPYC (Zen 4) lists
+# avx512_vnni but not avx_vnni, and a build with GGML_AVX_VNNI dies there on its first matrix product. A fair
+# peer for ONNX Runtime, which picks its kernels at run time (bench/llama_server.py builds the same way).
+LLAMA_AVX512 := $(shell grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON" || echo "-DGGML_AVX512=OFF") $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX512_BF16=ON") $(shell grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX_VNNI=ON")
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON $(LLAMA_AVX512)
 
 .PHONY: run test lint bench eval install clean

@@ -48,4 +48,4 @@ def write_in(text: str) -> str:
     language = language_of(text)
     if language is None:
         return ""
-    return f"Write in {language}, the document's language, unless the request asks for another language."
+    return f"Write your answer in {language}."
