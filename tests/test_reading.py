@@ -170,8 +170,7 @@ async def test_a_document_not_in_english_is_answered_in_its_language(
     french = "Le conseil a approuvé le budget du jardin partagé et a décidé de remplacer le four avant l'été."
     await _ask(engine, ChatRequest(key, "", document=Document.of_text(french, "compte-rendu.txt")))
     assert scripted.prompts[-1].endswith(
-        "DOCUMENT>>>\n\nWrite in French, the document's language, unless the "
-        "request asks for another language.<|im_end|>\n<|im_start|>assistant\n"
+        "DOCUMENT>>>\n\nWrite your answer in French.<|im_end|>\n<|im_start|>assistant\n"
     )
     await _ask(engine, ChatRequest(replace(key, chat=key.chat + "-en"), "", document=_document(2)))
-    assert "Write in" not in scripted.prompts[-1]  # English: the instructions' own language
+    assert "Write your answer in" not in scripted.prompts[-1]  # English: the instructions' own language
