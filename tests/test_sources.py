@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from redis.asyncio import Redis
@@ -103,6 +104,16 @@ async def test_a_knowledge_base_match_grounds_the_answer(
         await engine.kb_remove(scope, document.id)
 
 
+@asynccontextmanager
+async def learned(engine: Engine, scope: str) -> AsyncIterator[None]:
+    """The guild's rules in the knowledge base of ``scope`` for the duration."""
+    document, _ = await engine.learn(scope, "rules.md", RULES, added_by="admin")
+    try:
+        yield
+    finally:
+        await engine.kb_remove(scope, document.id)
+
+
 def checking(answer: str) -> Callable[[list[str]], str]:
     """A script whose verdict on the check is No, and whose answer would be ``answer``."""
     return lambda users: "No" if users[-1].endswith(CHECK) else answer
@@ -113,48 +124,39 @@ async def test_sources_that_do_not_state_the_answer_get_i_dont_know_instead_of_a
 ) -> None:
     generator = ScriptedGenerator(tiny_model, script=checking("Students pay 1,240 euros [1]."))
     engine = Engine(settings, store, generator, tiny_model)
-    document, _ = await engine.learn(scope, "rules.md", RULES, added_by="admin")
-    try:
+    async with learned(engine, scope):
         request = ChatRequest(key, "How much do students pay for Makers Guild membership?", scope=scope)
         shown, _, reply = await run(engine, request)
-        assert (
-            shown
-            == reply.text
-            == (f"{NOT_IN_SOURCES}\n\nSources consulted:\n- Ropewalk Makers Guild rules (rules.md), Membership")
-        )
-        assert len(generator.prompts) == 1  # the check only: no answer was written
-        assert "Question: How much do students pay" in generator.prompts[0]
-        turns = (await engine.export(key))["turns"]
-        assert [t["content"] for t in turns] == [request.text, reply.text]
-        # The API's path (the global base) checks the same way.
-        shared, _ = await engine.learn(GLOBAL, "rules.md", RULES, added_by="admin")
-        try:
-            messages = [{"role": "user", "content": request.text}]
-            events = [e async for e in engine.complete(messages, SamplingParams(32), knowledge=True)]
-        finally:
-            await engine.kb_remove(GLOBAL, shared.id)
-        assert isinstance(events[-1], Finished)
-        assert events[-1].text.startswith(NOT_IN_SOURCES)
-        assert events[-1].sources[0]["document"] == "rules.md"
-    finally:
-        await engine.kb_remove(scope, document.id)
+    assert (
+        shown
+        == reply.text
+        == (f"{NOT_IN_SOURCES}\n\nSources consulted:\n- Ropewalk Makers Guild rules (rules.md), Membership")
+    )
+    assert len(generator.prompts) == 1  # the check only: no answer was written
+    assert "Question: How much do students pay" in generator.prompts[0]
+    turns = (await engine.export(key))["turns"]
+    assert [t["content"] for t in turns] == [request.text, reply.text]
+    # The API's path (the global base) checks the same way.
+    async with learned(engine, GLOBAL):
+        messages = [{"role": "user", "content": request.text}]
+        events = [e async for e in engine.complete(messages, SamplingParams(32), knowledge=True)]
+    assert isinstance(events[-1], Finished)
+    assert events[-1].text.startswith(NOT_IN_SOURCES)
+    assert events[-1].sources[0]["document"] == "rules.md"
 
 
 async def test_the_check_shares_the_answers_prompt_up_to_the_question(
     settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey, scope: str
 ) -> None:
     engine, generator = scripted_engine(settings, store, tiny_model, "Yes")
-    document, _ = await engine.learn(scope, "rules.md", RULES, added_by="admin")
-    try:
+    async with learned(engine, scope):
         _, _, reply = await run(engine, ChatRequest(key, "How much do students pay for membership?", scope=scope))
-        check, answer = generator.prompts
-        assert check.endswith(f"{CHECK}<|im_end|>\n<|im_start|>assistant\n")
-        shared = check.split(f"\n\n{CHECK}")[0]
-        assert shared.endswith("Question: How much do students pay for membership?")
-        assert answer.startswith(shared)  # under the conversation's cache key, the answer re-reads the rest only
-        assert reply.text.startswith("Yes")
-    finally:
-        await engine.kb_remove(scope, document.id)
+    check, answer = generator.prompts
+    assert check.endswith(f"{CHECK}<|im_end|>\n<|im_start|>assistant\n")
+    shared = check.split(f"\n\n{CHECK}")[0]
+    assert shared.endswith("Question: How much do students pay for membership?")
+    assert answer.startswith(shared)  # under the conversation's cache key, the answer re-reads the rest only
+    assert reply.text.startswith("Yes")
 
 
 async def test_a_question_the_base_does_not_cover_is_answered_as_before(
