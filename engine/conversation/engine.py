@@ -484,9 +484,13 @@ class Engine:
             return True  # the check does not fit beside the history: answer, as without it
         if len(ids) >= self.generator.context_tokens:
             return True
+        if cancel.is_set():
+            return True  # stopped already: the answer's own stream says so
         yes, no = (self.model.tokenizer.encode(word, add_special_tokens=False).ids[0] for word in ("Yes", "No"))
         verdict = SamplingParams(max_tokens=1, logit_bias=((yes, 100.0), (no, 100.0 - CHECK_MARGIN)))
-        async for event in self.generator.stream(ids, verdict, cancel=cancel, cache_key=cache_key):
+        # Its own stop flag: a generator sets the flag of a request it has finished, and the answer's must
+        # stay clear. (One token: a stop during the check is seen by the answer, at once.)
+        async for event in self.generator.stream(ids, verdict, cancel=threading.Event(), cache_key=cache_key):
             if isinstance(event, Finished):
                 return event.text.strip() != "No"
         return True

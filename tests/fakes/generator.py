@@ -73,4 +73,8 @@ class ScriptedGenerator:
                 await asyncio.sleep(self.delay)
         finally:
             self.active = False
-        yield Finished(sent, reason, len(prompt), max(1, len(sent) // 4), 0.001, 0.01)
+        try:
+            yield Finished(sent, reason, len(prompt), max(1, len(sent) // 4), 0.001, 0.01)
+        finally:
+            if cancel is not None:
+                cancel.set()  # as the real generators do: a request's flag is set once it is over
