@@ -245,7 +245,9 @@ async def test_search_answers_from_web_pages_and_lists_them_without_embeds(
                 "Brightwater lighthouse keepers": web.page_url("keepers")}  # fmt: skip
         expected = (
             "It was first lit in 1874 [1], and keepers lived there until 1961 [2].\n\n"
-            f"Sources:\n[1] {given[0]} <{urls[given[0]]}>\n[2] {given[1]} <{urls[given[1]]}>"
+            # Each citation names the page that holds its claim, whatever order the pages were given in.
+            f"Sources:\n[1] Brightwater Lighthouse <{urls['Brightwater Lighthouse']}>\n"
+            f"[2] Brightwater lighthouse keepers <{urls['Brightwater lighthouse keepers']}>"
         )
         await dc.wait_for(lambda: search.text == expected)
         # <url> keeps Discord from unfolding a preview under the answer
