@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -409,6 +410,23 @@ def parley(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def stderr_until(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
+    """What ``proc`` wrote to stderr until ``text`` appeared (fails after ``timeout`` seconds). Read from
+    the descriptor itself: the text wrapper's buffer would hide data from ``select``."""
+    assert proc.stderr is not None
+    seen, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr.fileno(), selectors.EVENT_READ)
+        while text.encode() not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {text!r} on stderr: {seen!r}"
+            if selector.select(left):
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                assert chunk, f"stderr closed before {text!r}: {seen!r}"
+                seen += chunk
+    return seen.decode()
+
+
 @pytest.mark.slow
 def test_redis_unreachable_at_start_up_is_retried_then_a_clear_error(tmp_path: Path, model: LoadedModel) -> None:
     port = free_port()
@@ -423,13 +441,13 @@ def test_redis_unreachable_at_start_up_is_retried_then_a_clear_error(tmp_path: P
 
     # Redis that comes up within PARLEY_REDIS_WAIT is waited for
     proc = parley(["export"], {**env, "PARLEY_REDIS_WAIT": "30", "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
-    time.sleep(2)
+    # Redis starts once the command says it is waiting for it (a fixed sleep raced a slow start-up).
+    waited = stderr_until(proc, "not reachable yet", timeout=60)
     server = RedisProcess(tmp_path, port=port)
     server.start()
     try:
         out, err = proc.communicate(timeout=60)
     finally:
         server.stop()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, waited + err
     assert '"turns": []' in out
-    assert "not reachable yet" in err
