@@ -257,8 +257,11 @@ def render(results: dict[str, Any]) -> str:
             f"| {_pct(r['citation_precision'])} ({r['citations']}) | {_pct(r['answers_citing'])} "
             f"| {_pct(r['answerable_declined'])} | {r['injected']} | {r['wall_s']:.0f} |"
         )
+    commands: dict[str, list[str]] = {}
+    for r in results["runs"]:
+        commands.setdefault(r.get("command", results["command"]), []).append(r["mode"])
     lines += ["", "Each reply and its citation checks are in `bench/eval-kb.json`.", "",
-              f"Command: `{results['command']}`"]  # fmt: skip
+              "Commands: " + "; ".join(f"`{c}` ({', '.join(m)})" for c, m in commands.items())]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -280,9 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(args.modes) - set(MODES):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
     questions = load_questions()[: args.limit or None]
-    runs = asyncio.run(run(args, questions, settings))
+    command = shlex.join(["python", "-m", "bench.eval_kb", *argv])
+    runs = [r | {"command": command} for r in asyncio.run(run(args, questions, settings))]
+    # A run of some modes keeps the others' rows from the last run of the same questions (each says how
+    # it was made), so one mode can be measured again without the hours the others take.
+    path = args.out / "eval-kb.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    if before.get("questions") == len(questions):
+        done = {(r["model"], r["mode"]) for r in runs}
+        kept = [r for r in before["runs"] if (r["model"], r["mode"]) not in done]
+        runs = sorted([*kept, *runs], key=lambda r: (r["model"], MODES.index(r["mode"])))
     results = {
-        "command": shlex.join(["python", "-m", "bench.eval_kb", *argv]),
+        "command": command,
         "documents": len(list(CORPUS.glob("*.md"))),
         "questions": len(questions),
         "kinds": {kind: sum(q.kind == kind for q in questions) for kind in KINDS},
@@ -291,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval-kb.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     (args.out / "eval-kb.md").write_text(render(results))
     print(render(results))
     return 0

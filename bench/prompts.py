@@ -134,3 +134,66 @@ FIDELITY: list[Messages] = [
     _chat("Tell me about the history of the printing press and why it mattered."),
     _chat("List ten practical tips for learning a new language, with one sentence of explanation each."),
 ]
+
+# What people ask a community assistant, one short prompt each: facts and explanations, writing and
+# e-mails, advice, maths and code, summaries of short pasted texts, and French. With the twelve above
+# they make the larger fidelity set (``bench.run --fidelity-only``): 60 prompts, ~3,800 scored positions,
+# enough to put a confidence interval on the difference between two engines.
+_MORE = [
+    "Why do we have seasons on Earth? Explain it to a twelve-year-old.",
+    "How does a refrigerator keep food cold? Describe each part of the cycle.",
+    "What caused the fall of the Western Roman Empire? Give several reasons.",
+    "Explain what inflation is and why central banks raise interest rates to fight it.",
+    "How do bees make honey? Walk me through it from flower to jar.",
+    "What is the difference between weather and climate? Give examples.",
+    "Describe how a bill becomes a law in a parliamentary democracy.",
+    "Explain photosynthesis, then say why it matters for the air we breathe.",
+    "What is a black hole, and how do astronomers find one if light cannot escape it?",
+    "How does public key cryptography let two strangers share a secret?",
+    "Compare electric cars and petrol cars on cost, range and environmental impact.",
+    "What should I check before buying a second-hand bicycle?",
+    "Give me a weekly workout plan for a beginner who has thirty minutes a day.",
+    "How can a small community garden raise money for new tools? Suggest several ideas.",
+    "Write a short speech welcoming new members to a chess club.",
+    "Write a poem about the sea in winter.",
+    "Write the opening paragraph of a mystery novel set in a snowed-in mountain hotel.",
+    "Draft an announcement for our Discord server: the monthly game night moves from Friday to Saturday.",
+    "Write an email to a colleague asking to move our Thursday meeting to next week, and suggest two times.",
+    "Write a reply declining a job offer politely while keeping the door open for the future.",
+    "Write a thank-you note to a neighbour who watered my plants while I was away.",
+    "Draft a message to a club's members reminding them that annual fees are due by the end of the month.",
+    "Reply to this e-mail: 'Hi, could you send me the slides from yesterday's talk, and tell me when the "
+    "recording will be online? Thanks, Sofia'",
+    "Summarise in three sentences: The town council met on Monday to discuss the new cycle lanes. Residents "
+    "of Mill Street objected to losing parking spaces, while the cycling club said the lanes would make the "
+    "school run safer. The council agreed to a six-month trial on one side of the street, with a survey of "
+    "shop owners before and after.",
+    "Summarise the main points: Our library will close for renovation from 3 to 28 March. During that time, "
+    "books can be returned to the box outside the post office, loans are extended automatically, and the "
+    "children's reading club will meet in the community hall on Wednesdays at four.",
+    "Turn these notes into a tidy list of action items: call the caterer about numbers, Sam books the hall, "
+    "ask Leila if she can do the sound, print posters by Friday, someone check the insurance.",
+    "A recipe needs 250 g of flour for 12 biscuits. How much flour do I need for 30 biscuits? Show the steps.",
+    "If a shirt costs 40 euros after a 20% discount, what was the original price? Explain.",
+    "What is the probability of rolling two sixes with two dice? Explain the reasoning.",
+    "Convert 72 degrees Fahrenheit to Celsius and explain the formula.",
+    "Solve 3x + 7 = 25 and check the answer.",
+    "Write a Python function that checks whether a string is a palindrome, ignoring spaces and case, and explain it.",
+    "Explain the difference between a list and a tuple in Python, with examples.",
+    "What does this SQL do? SELECT name, COUNT(*) FROM orders GROUP BY name HAVING COUNT(*) > 3;",
+    "Write a shell command that finds all .log files older than seven days and deletes them, and explain it.",
+    "Explain what a race condition is and how a lock prevents it.",
+    "What are the pros and cons of working from home? Give a balanced answer.",
+    "How do I make a good cup of pour-over coffee?",
+    "Give me five questions to ask at the end of a job interview, and why each is useful.",
+    "How do I politely ask a noisy neighbour to keep it down?",
+    "Plan a two-hour workshop that teaches teenagers how to spot misinformation online.",
+    "What are the rules of chess for castling?",
+    "Explique-moi simplement comment fonctionne un moteur électrique.",
+    "Écris un courriel à mon propriétaire pour lui signaler une fuite d'eau dans la salle de bain.",
+    "Quels sont les avantages et les inconvénients du télétravail ? Réponds en quelques paragraphes.",
+    "Résume l'histoire de la Révolution française en quelques phrases.",
+    "Donne-moi cinq idées d'activités pour un club de lecture.",
+    "Comment préparer une bonne soupe à l'oignon ? Donne les étapes.",
+]
+FIDELITY_LARGE: list[Messages] = [*FIDELITY, *(_chat(text) for text in _MORE)]

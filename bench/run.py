@@ -15,7 +15,13 @@ all do exactly the same work:
 The machine has few cores and may be shared, so every repeat runs the engines one after the other (in a
 rotating order) and the report gives medians. Writes bench/results.json and bench/results.md.
 
-    python -m bench.run [--models NAME[,NAME]] [--quick] [--skip-llama] [--skip-torch]
+``--fidelity-only`` skips the timings and scores the larger fidelity set (60 prompts, ~3,800 positions)
+instead, with each Parley engine's difference in top-1 agreement to llama.cpp and its 95% confidence
+interval (a paired bootstrap over prompts: positions within one reply are not independent). This is what
+decides a default precision: one that is not measurably less faithful than llama.cpp. Writes
+``results[-<name>]-fidelity.json`` and ``.md``.
+
+    python -m bench.run [--models NAME[,NAME]] [--quick] [--skip-llama] [--skip-torch] [--fidelity-only]
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import numpy.typing as npt
 # Before transformers is imported: it draws a progress bar per tensor when loading a GGUF.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from bench.prompts import FIDELITY, LONG, SHORT, Messages
+from bench.prompts import FIDELITY, FIDELITY_LARGE, LONG, SHORT, Messages
 from engine.errors import ModelError
 from engine.model.catalog import BUILTIN_NAME
 from engine.model.registry import LoadedModel, ModelInfo, load_model, read_model_info
@@ -53,6 +59,7 @@ LLAMA_BATCH = 512
 DECODE_TOKENS = 128
 REPLY_TOKENS = 64  # reference reply length for top-1 agreement
 IDENTICAL_TOKENS = 32
+BOOTSTRAP_RESAMPLES = 10_000
 # Thread pools (ORT, OpenMP, ggml) spin for a while after their last job; on a 2-core machine that
 # would slow the next engine down, so each engine gets a short quiet gap before it is timed.
 QUIET_S = 0.5
@@ -252,10 +259,24 @@ class Fidelity:
     positions: int = 0
     identical: int = 0
     prompts: int = 0
+    per_prompt: list[int] = field(default_factory=list)  # agreeing positions, prompt by prompt
 
     @property
     def agreement_pct(self) -> float:
         return 100.0 * self.agree / self.positions if self.positions else float("nan")
+
+
+def agreement_difference(
+    engine: Sequence[int], other: Sequence[int], positions: Sequence[int], seed: int = 0
+) -> tuple[float, float, float]:
+    """``engine``'s top-1 agreement minus ``other``'s, in points, with a 95% confidence interval from a
+    paired bootstrap over prompts (both scored on the same replies; a reply's positions are correlated, so
+    prompts, not positions, are the independent draws)."""
+    a, b, n = (np.asarray(x, dtype=np.float64) for x in (engine, other, positions))
+    picks = np.random.default_rng(seed).integers(0, len(n), size=(BOOTSTRAP_RESAMPLES, len(n)))
+    diffs = 100.0 * (a[picks].sum(axis=1) - b[picks].sum(axis=1)) / n[picks].sum(axis=1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return 100.0 * float(a.sum() - b.sum()) / float(n.sum()), float(low), float(high)
 
 
 def measure_fidelity(engine: Engine, prompts: Sequence[Ids], replies: Sequence[Ids], eos: frozenset[int]) -> Fidelity:
@@ -263,7 +284,8 @@ def measure_fidelity(engine: Engine, prompts: Sequence[Ids], replies: Sequence[I
     for ids, reply in zip(prompts, replies, strict=True):
         # Position len(ids) - 1 + i predicts reply[i].
         preds = engine.teacher_forced_argmax(ids + reply)[len(ids) - 1 : len(ids) - 1 + len(reply)]
-        fid.agree += int(np.count_nonzero(preds == np.asarray(reply)))
+        fid.per_prompt.append(int(np.count_nonzero(preds == np.asarray(reply))))
+        fid.agree += fid.per_prompt[-1]
         fid.positions += len(reply)
         fid.identical += greedy(engine, ids, IDENTICAL_TOKENS, eos) == reply[:IDENTICAL_TOKENS]
         fid.prompts += 1
@@ -387,8 +409,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the GGUF llama.cpp and transformers run: a built-in model's name or a .gguf path (default: "
         f"{BUILTIN_NAME}); results then go to results-<name>.json/.md",
     )
+    parser.add_argument(
+        "--fidelity-only",
+        action="store_true",
+        help="no timings: the larger fidelity set, with confidence intervals against llama.cpp",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.json / results.md go")
     args = parser.parse_args(argv)
+    if args.fidelity_only and args.skip_torch:
+        parser.error("--fidelity-only needs transformers (the reference)")
 
     from engine.model.catalog import DEFAULT_PRECISION, SOURCES_DIR, builtin_gguf, find_builtin
     from engine.runtime.settings import load_settings
@@ -403,7 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode_target = TARGET_DECODE.get(args.gguf, TARGET_DECODE_OTHERS)
     stem = "results" if args.gguf == BUILTIN_NAME else f"results-{builtin.name if builtin else gguf.stem}"
     repeats = 2 if args.quick else 5
-    fidelity_set = [SHORT, LONG, *FIDELITY[2:4]] if args.quick else FIDELITY
+    if args.fidelity_only:
+        stem += "-fidelity"
+        fidelity_set = FIDELITY_LARGE[:8] if args.quick else FIDELITY_LARGE
+    else:
+        fidelity_set = [SHORT, LONG, *FIDELITY[2:4]] if args.quick else FIDELITY
 
     if args.models:
         names = args.models.split(",")
@@ -440,11 +473,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines: list[Engine] = []
     for make in factories:
         engine = make()
-        log(f"warming up {engine.label}")
-        warm_up(engine, short, long)
+        if not args.fidelity_only:
+            log(f"warming up {engine.label}")
+            warm_up(engine, short, long)
         engines.append(engine)
     timings: dict[str, Timings] = {e.label: Timings() for e in engines}
-    for r in range(repeats):
+    for r in range(0 if args.fidelity_only else repeats):
         for engine in engines[r % len(engines) :] + engines[: r % len(engines)]:  # rotate: no fixed slot
             time_once(engine, short, long, timings[engine.label])
         log(
@@ -484,6 +518,118 @@ def main(argv: Sequence[str] | None = None) -> int:
         del engine
         gc.collect()
 
+    if args.fidelity_only:
+        part = fidelity_results(labels, fidelity, replies)
+        part["config"].update(gguf=gguf.name, quick=args.quick, tokenization=tokenization)
+    else:
+        part = timing_results(labels, timings, fidelity, short, long, decode_target)
+        part["config"].update(
+            quick=args.quick,
+            repeats=repeats,
+            gguf=gguf.name,
+            max_len=MAX_LEN,
+            decode_tokens=DECODE_TOKENS,
+            reply_tokens=REPLY_TOKENS,
+            identical_tokens=IDENTICAL_TOKENS,
+            fidelity_prompts=len(fidelity_ids),
+            fidelity_prompt_tokens=[len(ids) for ids in fidelity_ids],
+            reference_reply_tokens=[len(r) for r in replies],
+            default_precision=DEFAULT_PRECISION,
+            decode_target=decode_target,
+            parley_models=[{"name": i.name, "path": str(i.path), "precision": i.precision} for i in infos],
+            tokenization=tokenization,
+        )
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "duration_s": time.monotonic() - started,
+        "machine": {**machine_info(threads), "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]]},
+        **part,
+    }
+    markdown = render_fidelity(results) if args.fidelity_only else render_markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown)
+    print(markdown)
+    log(f"wrote {args.out / stem}.json and .md in {results['duration_s']:.0f} s")
+    return 0
+
+
+def fidelity_results(labels: dict[str, str], fidelity: dict[str, Fidelity], replies: Sequence[Ids]) -> dict[str, Any]:
+    positions = [len(r) for r in replies]
+    llama = next((fidelity[label] for label, kind in labels.items() if kind == LlamaEngine.kind), None)
+    rows: list[dict[str, Any]] = []
+    for label, kind in labels.items():
+        fid = fidelity[label]
+        row: dict[str, Any] = {
+            "name": label,
+            "engine": kind,
+            "agreement_pct": fid.agreement_pct,
+            "agreement_positions": f"{fid.agree}/{fid.positions}",
+            "identical32": f"{fid.identical}/{fid.prompts}",
+            "per_prompt": fid.per_prompt,
+        }
+        if llama is not None and kind == ParleyEngine.kind:
+            diff, low, high = agreement_difference(fid.per_prompt, llama.per_prompt, positions)
+            # "Not measurably less faithful": the interval does not lie wholly below zero.
+            row["vs_llama_cpp"] = {"difference_pts": diff, "ci95": [low, high], "not_worse": high >= 0.0}
+        rows.append(row)
+    return {
+        "config": {
+            "fidelity_prompts": len(replies),
+            "reply_tokens": REPLY_TOKENS,
+            "identical_tokens": IDENTICAL_TOKENS,
+            "scored_positions": sum(positions),
+            "reference_reply_tokens": positions,
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        },
+        "engines": rows,
+    }
+
+
+def render_fidelity(results: dict[str, Any]) -> str:
+    m, cfg = results["machine"], results["config"]
+    v = m["versions"]
+    rows = [
+        "| Engine | Top-1 agreement | Positions | Identical 32 | vs llama.cpp (points, 95% CI) | Not less faithful |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for e in results["engines"]:
+        vs = e.get("vs_llama_cpp")
+        vs_text = "-" if not vs else "{:+.2f} [{:+.2f}, {:+.2f}]".format(vs["difference_pts"], *vs["ci95"])
+        verdict = "-" if not vs else ("✓" if vs["not_worse"] else "✗")
+        rows.append(
+            f"| {e['name']} | {e['agreement_pct']:.2f}% | {e['agreement_positions']} | {e['identical32']} "
+            f"| {vs_text} | {verdict} |"
+        )
+    return "\n".join(
+        [
+            "# Parley benchmark: fidelity",
+            "",
+            f"{m['cpu']}, {m['cores']} cores; onnxruntime {v['onnxruntime']}, llama-cpp-python "
+            f"{v['llama_cpp_python']}, torch {v['torch']}, transformers {v['transformers']}. {results['date']}, "
+            f"{results['duration_s']:.0f} s{' (quick run)' if cfg['quick'] else ''}.",
+            "",
+            f"Model: {cfg['gguf']} (all engines; Parley and transformers on its dequantised weights). "
+            f"{cfg['fidelity_prompts']} chat prompts (bench/prompts.py `FIDELITY_LARGE`); reference = "
+            f"transformers' greedy reply ({cfg['reply_tokens']} tokens or up to EOS), {cfg['scored_positions']} "
+            "positions scored teacher-forced. The interval is a paired bootstrap over prompts "
+            f"({cfg['bootstrap_resamples']:,} resamples); an engine is not measurably less faithful than "
+            "llama.cpp when its interval reaches zero or above.",
+            "",
+            *rows,
+            "",
+        ]
+    )
+
+
+def timing_results(
+    labels: dict[str, str],
+    timings: dict[str, Timings],
+    fidelity: dict[str, Fidelity],
+    short: Ids,
+    long: Ids,
+    decode_target: float,
+) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for label, kind in labels.items():
         t = timings[label]
@@ -522,35 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             }
 
-    results = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "duration_s": time.monotonic() - started,
-        "machine": {**machine_info(threads), "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]]},
-        "config": {
-            "quick": args.quick,
-            "repeats": repeats,
-            "gguf": gguf.name,
-            "max_len": MAX_LEN,
-            "decode_tokens": DECODE_TOKENS,
-            "reply_tokens": REPLY_TOKENS,
-            "identical_tokens": IDENTICAL_TOKENS,
-            "fidelity_prompts": len(fidelity_ids),
-            "fidelity_prompt_tokens": [len(ids) for ids in fidelity_ids],
-            "reference_reply_tokens": [len(r) for r in replies],
-            "default_precision": DEFAULT_PRECISION,
-            "decode_target": decode_target,
-            "parley_models": [{"name": i.name, "path": str(i.path), "precision": i.precision} for i in infos],
-            "tokenization": tokenization,
-        },
-        "engines": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = render_markdown(results)
-    (args.out / f"{stem}.md").write_text(markdown)
-    print(markdown)
-    log(f"wrote {args.out / stem}.json and .md in {results['duration_s']:.0f} s")
-    return 0
+    return {"config": {}, "engines": rows}
 
 
 if __name__ == "__main__":
