@@ -21,6 +21,12 @@ thread count. Results go into bench/results.json (key "vs_llama_server") and a s
 
     python -m bench.load [--concurrency 1 4 16 32] [--turns 2] [--reply 32] [--rows 16] [--quick]
     python -m bench.load --vs-llama-server [--model qwen2.5-coder-1.5b] [--concurrency 1 4 16 32] [--threads 2]
+
+With ``--thread-settings``: Parley's API alone, the same HTTP load, under each ONNX Runtime thread setting
+(all cores or one fewer, idle threads spinning or sleeping: ``PARLEY_THREADS``, ``PARLEY_THREAD_SPINNING``),
+with the server's own CPU time. Results under the key "thread_settings".
+
+    python -m bench.load --thread-settings [--model NAME] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ SHORT = [
 FOLLOW_UPS = ["Tell me more.", "Can you say that more simply?", "Why is that?", "Give an example."]
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 VS_BEGIN, VS_END = "<!-- load-vs-llama-server:begin -->", "<!-- load-vs-llama-server:end -->"
+THREADS_BEGIN, THREADS_END = "<!-- load-threads:begin -->", "<!-- load-threads:end -->"
 BOT_TOKENS = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")
 
 
@@ -411,7 +418,9 @@ async def http_sweep_point(
 
 
 @asynccontextmanager
-async def parley_server(args: argparse.Namespace, threads: int, workdir: Path) -> AsyncIterator[tuple[str, Process]]:
+async def parley_server(
+    args: argparse.Namespace, threads: int, workdir: Path, spinning: bool = True
+) -> AsyncIterator[tuple[str, Process]]:
     """`parley serve` with only its API, on a free port, with an embedded Redis of its own in ``workdir``;
     yields (base URL, process). Run from ``workdir`` so that no .env of the checkout configures it."""
     settings = load_settings()
@@ -425,6 +434,7 @@ async def parley_server(args: argparse.Namespace, threads: int, workdir: Path) -
         "PARLEY_ENGINE": "local",
         "PARLEY_DEVICE": args.device,
         "PARLEY_THREADS": str(threads),
+        "PARLEY_THREAD_SPINNING": str(spinning).lower(),
         "PARLEY_CONTEXT_TOKENS": str(args.context),
         "PARLEY_MAX_BATCH": str(args.rows),
         "PARLEY_MAX_WAITING": "1024",
@@ -477,6 +487,63 @@ async def measure_vs_llama_server(args: argparse.Namespace, binary: Path, gguf: 
                     rss = llama_server.peak_rss_bytes(proc.pid)  # before it stops: VmHWM goes with the process
             results["sweep"].setdefault(str(c), {})[name] = summarise(run) | {"peak_rss_mib": rss / (1 << 20)}
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def measure_thread_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Parley alone under each thread setting, fresh server each, in the same order at every level."""
+    cores = os.cpu_count() or 1
+    settings = [(t, spin) for t in sorted({cores, max(1, cores - 1)}, reverse=True) for spin in (True, False)]
+    system = load_settings().system_prompt
+    results: dict[str, Any] = {
+        "sweep": {},
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "llama_server")} | {"cores": cores},
+    }
+    for c in args.concurrency:
+        for threads, spinning in settings:
+            label = f"{threads} thread{'s' * (threads > 1)}, spinning {'on' if spinning else 'off'}"
+            print(f"[load] parley, {label}: {c} conversations", flush=True)
+            with tempfile.TemporaryDirectory(prefix="parley-threads-") as tmp:
+                async with parley_server(args, threads, Path(tmp), spinning) as (base, proc):
+                    await http_sweep_point(f"{base}/v1", system, 1, 1, 4, 0.01, seed=0)  # warm-up
+                    cpu = cpu_seconds(proc.pid)
+                    run = await http_sweep_point(f"{base}/v1", system, c, args.turns, args.reply, args.gap, seed=c)
+                    cpu = cpu_seconds(proc.pid) - cpu
+            row = summarise(run) | {"threads": threads, "spinning": spinning, "server_cpu_s": cpu}
+            results["sweep"].setdefault(str(c), {})[label] = row
+    return results
+
+
+def render_threads(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = [
+        THREADS_BEGIN,
+        "## Thread settings under load (`python -m bench.load --thread-settings`)",
+        "",
+        f"Parley's API alone ({cfg['model']}, {cfg['rows']} rows), the same HTTP load as against llama-server, "
+        f"on {cfg['cores']} cores shared with the server's event loop and its embedded Redis; a fresh server per "
+        "setting. CPU: the server process's own user + system seconds over the run.",
+        "",
+        "| conversations | setting | tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | server CPU s "
+        "| CPU s per 100 tokens |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c, rows in results["sweep"].items():
+        for label, r in rows.items():
+            lines.append(
+                f"| {c} | {label} | {r['tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} "
+                f"| {r['itl_p50_ms']:.0f} / {r['itl_p99_ms']:.0f} | {r['server_cpu_s']:.0f} "
+                f"| {100 * r['server_cpu_s'] / max(r['reply_tokens'], 1):.1f} |"
+            )
+    return "\n".join([*lines, THREADS_END]) + "\n"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -578,10 +645,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--llama-server-args", default="", help="more llama-server arguments, e.g. --llama-server-args='-kvu'"
     )
+    parser.add_argument(
+        "--thread-settings",
+        action="store_true",
+        help="instead: Parley's API alone under each thread count and spinning setting",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency = [1, 4]
     started = time.perf_counter()
+    if args.thread_settings:
+        resolve_model(args.model, load_settings().models_path, device=args.device)  # imported before it is timed
+        results = asyncio.run(measure_thread_settings(args))
+        results["duration_s"] = time.perf_counter() - started
+        save(args.out, "thread_settings", results, render_threads(results), THREADS_BEGIN, THREADS_END)
+        print(render_threads(results))
+        return 0
     if args.vs_llama_server:
         # Built (or found in the cache) before anything is timed: the first build takes minutes.
         binary = args.llama_server or llama_server.ensure_built()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bench import llama_server
-from bench.load import http_sweep_point, save, summarise
+from bench.load import cpu_seconds, http_sweep_point, save, summarise
 
 SYSTEM = "Be brief."
 
@@ -129,3 +129,13 @@ def test_save_keeps_the_other_results(tmp_path: Path) -> None:
     assert "old" not in markdown
     assert "kept" in markdown
     assert markdown.endswith("<!-- a:begin -->\nnew\n<!-- a:end -->\n")
+
+
+def test_cpu_seconds_count_a_process_s_own_work() -> None:
+    import os
+
+    before = cpu_seconds(os.getpid())
+    deadline = before + 0.05
+    while cpu_seconds(os.getpid()) < deadline:  # busy: the count must rise
+        sum(range(10_000))
+    assert cpu_seconds(2**22 + 12345) == 0.0  # no such process

@@ -124,7 +124,14 @@ class OnnxRunner:
     """
 
     def __init__(
-        self, model: LoadedModel, *, device: str = "auto", threads: int = 0, max_len: int = 2048, rows: int = 1
+        self,
+        model: LoadedModel,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        spinning: bool = True,
+        max_len: int = 2048,
+        rows: int = 1,
     ) -> None:
         self.model = model
         self.device = pick_device(device)
@@ -134,6 +141,9 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
+        # Spinning workers pick the next operator up sooner but burn a core while they wait, which on a
+        # small machine the event loop, the bots and Redis also need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         providers: list[Any] = ["CPUExecutionProvider"]

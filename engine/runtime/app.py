@@ -78,6 +78,7 @@ async def local_generator(settings: Settings, model: LoadedModel, device: str) -
         model,
         device=device,
         threads=settings.threads,
+        spinning=settings.thread_spinning,
         max_len=settings.context_tokens,
         rows=settings.max_batch,
     )

@@ -86,6 +86,16 @@ def test_logits_only_where_asked_match_all_logits(model: LoadedModel) -> None:
     np.testing.assert_allclose(last, every[-1], rtol=1e-4, atol=1e-4)
 
 
+def test_threads_that_sleep_compute_what_spinning_ones_do(model: LoadedModel) -> None:
+    # PARLEY_THREAD_SPINNING=false: the same result, only the idle threads' waiting changes.
+    prompt = prompt_ids(model, PROMPTS[0])
+    spinning = OnnxRunner(model, device="cpu", threads=2, max_len=512)
+    sleeping = OnnxRunner(model, device="cpu", threads=2, spinning=False, max_len=512)
+    assert sleeping.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert spinning.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert _onnx_greedy(sleeping, prompt, 12) == _onnx_greedy(spinning, prompt, 12)
+
+
 def test_chunked_prefill_equals_one_pass(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=512)
     prompt = prompt_ids(model, PROMPTS[2])
