@@ -38,7 +38,12 @@ bench: $(STAMP)
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir -e '.[bench]'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.run --gguf qwen2.5-coder-1.5b --models qwen2.5-coder-1.5b
+	$(BIN)/python -m bench.run --fidelity-only
+	$(BIN)/python -m bench.run --fidelity-only --gguf qwen2.5-coder-1.5b --models qwen2.5-coder-1.5b
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.load --vs-llama-server --model smollm2-135m
+	$(BIN)/python -m bench.load --vs-llama-server --model qwen2.5-coder-1.5b
+	$(BIN)/python -m bench.load --thread-settings --model smollm2-135m --concurrency 16
 	$(BIN)/python -m bench.adapter --messages 200 --chats 16
 	$(BIN)/python -m bench.reading
 

@@ -441,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.models:
         names = args.models.split(",")
     elif args.gguf == BUILTIN_NAME:  # the bundled model as built in, at the other GGUF precision, and fp32
-        names = [BUILTIN_NAME, DEFAULT_PRECISION, "fp32"]
+        assert builtin is not None
+        names = [BUILTIN_NAME, next(p for p in ("gguf", "gguf-exact") if p != builtin.precision), "fp32"]
     elif builtin is not None:
         names = [builtin.name]
     else:

@@ -65,14 +65,6 @@ def model(models_dir: Path) -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def exact_model(models_dir: Path) -> LoadedModel:
-    """The built-in model at ``gguf-exact``: the same blocks as the default, the reference's arithmetic."""
-    info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-exact", precision="gguf-exact",
-                        progress=lambda _: None)  # fmt: skip
-    return load_model(info.path)
-
-
-@pytest.fixture(scope="session")
 def fp32_model(models_dir: Path, model: LoadedModel) -> LoadedModel:
     info = import_model(BUILTIN_SOURCE, models_dir, name=f"{BUILTIN_NAME}-fp32", precision="fp32",
                         progress=lambda _: None)  # fmt: skip

@@ -64,11 +64,9 @@ def _onnx_greedy(runner: OnnxRunner, prompt: list[int], n: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["fp32_model", "exact_model"])
+@pytest.mark.parametrize("which", ["fp32_model", "model"])
 def test_greedy_equals_the_reference(which: str, request: pytest.FixtureRequest, reference: Any) -> None:
-    """fp32 and ``gguf-exact`` (the GGUF's own 4-bit blocks, fp32 activations) give the reference's tokens.
-    The default ``gguf`` (int8 activations) is held to llama.cpp's fidelity instead (test_gguf_direct.py,
-    and ``bench.run --fidelity-only``)."""
+    """fp32 and the default precision (the GGUF's own 4-bit blocks) both give the reference's tokens."""
     model: LoadedModel = request.getfixturevalue(which)
     runner = OnnxRunner(model, device="cpu", max_len=512)
     for text in PROMPTS:

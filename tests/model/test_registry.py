@@ -126,7 +126,7 @@ def test_gguf_precisions_need_a_gguf(tmp_path: Path) -> None:
 
 
 def test_default_model_keeps_the_gguf_blocks(model: LoadedModel) -> None:
-    assert model.info.precision == "gguf"
+    assert model.info.precision == "gguf-exact"
     assert model.info.manifest["format"] == 2
     data = model.info.path / "model.onnx.data"
     assert data.stat().st_size < 200_000_000  # 4-bit blocks, not the 540 MB fp32 weights

@@ -21,21 +21,6 @@ from tests.model.support import QUESTIONS, collect, prompt_ids, until_busy
 GREEDY = SamplingParams(max_tokens=24)
 
 
-# Batching and resident caches must not change one greedy token. Only the exact arithmetic promises that
-# on every CPU: the default ``gguf``'s int8 kernels may round a many-row step differently from a one-row
-# step on AVX2-only CPUs (a near-tie then goes the other way), so this module runs ``gguf-exact``.
-@pytest.fixture(scope="module")
-def model(exact_model: LoadedModel) -> LoadedModel:
-    return exact_model
-
-
-@pytest.fixture(scope="module")
-async def generator(model: LoadedModel) -> AsyncIterator[Generator]:
-    runner = OnnxRunner(model, device="cpu", max_len=1024)
-    async with Generator(runner, cache_bytes=256 << 20) as gen:
-        yield gen
-
-
 @pytest.fixture(scope="module")
 async def batched(model: LoadedModel) -> AsyncIterator[Generator]:
     """Four rows, so six requests at once means some join while others are mid-answer."""
