@@ -405,7 +405,10 @@ async def http_sweep_point(
 ) -> Run:
     run = Run()
     timeout = aiohttp.ClientTimeout(total=None, sock_read=900)  # a request may wait its turn for a while
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    # A new connection per request: llama-server drops an idle keep-alive connection after a few seconds,
+    # and a request written to one it is just closing fails ("Cannot write to closing transport").
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         async with session.get(f"{api}/models") as resp:
             model = (await resp.json())["data"][0]["id"]  # Parley refuses any other model name
 

@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     model: str = "qwen2.5-coder-1.5b"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(default=0, ge=0, le=256)
-    # Whether ONNX Runtime's idle threads spin (busy-wait) for the next operator instead of sleeping: the
-    # faster default measured by `bench.load --spinning` (README "Figures").
+    # Whether ONNX Runtime's idle threads spin (busy-wait) for the next operator instead of sleeping. Off
+    # saves CPU for the bots at no throughput cost, on gives steadier gaps between tokens: README "Thread
+    # settings" (`bench.load --thread-settings`).
     thread_spinning: bool = True
     context_tokens: int = Field(default=2048, ge=256, le=131_072)
     max_reply_tokens: int = Field(default=512, ge=1, le=32_768)
