@@ -14,7 +14,8 @@ Scores: answer accuracy on answerable questions (``single``: one of ``any`` matc
 of the answer's patterns), the share of answers that cite, and answers that obeyed the injected
 instruction in one document ("PWNED"). Writes bench/eval-kb.json and bench/eval-kb.md.
 
-    python -m bench.eval_kb [--model NAME] [--modes none,kb,web] [--coverage 0.5] [--limit N]
+    python -m bench.eval_kb [--model NAME] [--modes none,kb,web] [--coverage 0.35] [--web-coverage 0.32]
+                            [--limit N]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from engine.model.registry import load_model
 from engine.model.runner import OnnxRunner
 from engine.retrieval.kb import GLOBAL
 from engine.retrieval.passages import Passage
-from engine.retrieval.rank import FLOOR_COVERAGE, GATE_COVERAGE
+from engine.retrieval.rank import FLOOR_COVERAGE, GATE_COVERAGE, WEB_GATE_COVERAGE
 from engine.runtime.redis import connect
 from engine.runtime.redis_server import EmbeddedRedis
 from engine.runtime.settings import Settings, load_settings
@@ -189,7 +190,7 @@ async def run(args: argparse.Namespace, questions: list[Question], settings: Set
                                 rows=settings.max_batch)  # fmt: skip
             async with Generator(runner, max_waiting=len(questions) + 1, cache_bytes=0) as generator:
                 engine = Engine(settings, Store(redis, ttl=3600, window=2), generator, model)
-                engine.grounding_gate = args.coverage
+                engine.grounding_gate, engine.web_gate = args.coverage, args.web_coverage
                 for document in documents:
                     await engine.learn(GLOBAL, document.name, document.read_text(), added_by="eval")
                 for mode in args.modes:
@@ -242,7 +243,8 @@ def render(results: dict[str, Any]) -> str:
         f"{counts.get('multi', 0)} needing two, {counts.get('unanswerable', 0)} unanswerable from the documents, "
         f"{counts.get('general', 0)} general-knowledge controls). Greedy, at most {results['max_tokens']} new "
         f"tokens; an answer is grounded when its best passage covers at least {results['coverage']:.0%} of the "
-        f"question (IDF-weighted), with the top four passages covering at least {FLOOR_COVERAGE:.0%}. "
+        f"question (IDF-weighted; {results['web_coverage']:.0%} among web search results), with the top four "
+        f"passages covering at least {FLOOR_COVERAGE:.0%}. "
         "*none*: the model alone; *kb*: the knowledge base; *web*: the same documents "
         "as web pages behind a fake SearXNG (search, fetch, extract, rank).",
         "",
@@ -273,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--coverage", type=float, default=GATE_COVERAGE, help="share of the question the best source must cover"
     )
+    parser.add_argument(
+        "--web-coverage", type=float, default=WEB_GATE_COVERAGE, help="the same among web search results"
+    )
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick try)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
@@ -300,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kinds": {kind: sum(q.kind == kind for q in questions) for kind in KINDS},
         "max_tokens": args.max_tokens,
         "coverage": args.coverage,
+        "web_coverage": args.web_coverage,
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)

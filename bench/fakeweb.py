@@ -66,7 +66,7 @@ class FakeWeb:
     pages: dict[str, FakePage] = field(default_factory=dict)
     url: str = ""  # http://127.0.0.1:PORT once serving
     queries: list[str] = field(default_factory=list)
-    results_per_query: int = 5
+    results_per_query: int = 10  # a page of results; SearXNG merges its engines' first pages, tens of them
     search_status: int = 200  # another status makes the search endpoint fail like a broken SearXNG
     json_enabled: bool = True  # SearXNG's default settings answer format=json with 403
 

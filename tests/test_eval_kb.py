@@ -76,7 +76,9 @@ def test_citations_are_checked_against_the_cited_section() -> None:
 
 def test_a_few_questions_through_the_real_engine(settings: Settings) -> None:
     questions = [q for q in load_questions() if q.kind == "single"][:2]
-    args = argparse.Namespace(model=settings.model, modes=["none", "kb", "web"], coverage=0.35, max_tokens=24)
+    args = argparse.Namespace(
+        model=settings.model, modes=["none", "kb", "web"], coverage=0.35, web_coverage=0.32, max_tokens=24
+    )
     runs = asyncio.run(run(args, questions, settings))
     assert [r["mode"] for r in runs] == ["none", "kb", "web"]
     kb, web = runs[1], runs[2]

@@ -195,6 +195,21 @@ async def test_search_answers_from_pages_with_links(
     assert reply.sources[0]["url"] == web.page_url("rules")
 
 
+async def test_search_results_are_gated_apart_from_the_knowledge_base(
+    settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey, web: FakeWeb
+) -> None:
+    settings = settings.model_copy(update={"search_url": web.url, "fetch_allow": "127.0.0.1"})
+    engine, generator = scripted_engine(settings, store, tiny_model, "It is fired to 1,240 degrees [1].")
+    engine.grounding_gate = 1.01  # no knowledge-base passage could pass: the web's own gate decides
+    _, _, reply = await run(engine, ChatRequest(key, "To what temperature is the Ropewalk kiln fired?", search=True))
+    assert "1,240 degrees" in generator.prompts[-1]
+    assert reply.sources
+
+    engine.web_gate = 1.01
+    _, _, reply = await run(engine, ChatRequest(key, "To what temperature is the Ropewalk kiln fired?", search=True))
+    assert reply.text == NOTHING_FOUND
+
+
 async def test_search_with_nothing_relevant_says_so_without_guessing(
     settings: Settings, store: Store, tiny_model: LoadedModel, key: ConversationKey, web: FakeWeb
 ) -> None:

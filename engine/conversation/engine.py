@@ -47,7 +47,7 @@ from engine.retrieval.grounding import (
 )
 from engine.retrieval.kb import GLOBAL, KbDocument, KnowledgeBase
 from engine.retrieval.passages import Passage, split_passages
-from engine.retrieval.rank import GATE_COVERAGE, PassageIndex
+from engine.retrieval.rank import GATE_COVERAGE, WEB_GATE_COVERAGE, PassageIndex
 from engine.retrieval.search import WebSearch, best_passages
 from engine.runtime.logs import request_context, request_id
 from engine.runtime.metrics import Metrics
@@ -146,8 +146,10 @@ class Engine:
         self.moderator = load_moderator(settings.moderation)
         self.kb = KnowledgeBase(store.redis)
         self.chat_log = ChatLog(store.redis, flag_ttl=settings.conversation_ttl)
-        # How much of a question (IDF-weighted) the best passage must cover to ground an answer (rank.py).
+        # How much of a question (IDF-weighted) the best passage must cover to ground an answer, in the
+        # knowledge bases and among web search results (rank.py).
         self.grounding_gate = GATE_COVERAGE
+        self.web_gate = WEB_GATE_COVERAGE
         self.web = (
             WebSearch(settings.search_url, allow=parse_allow(settings.fetch_allow)) if settings.search_url else None
         )
@@ -514,7 +516,7 @@ class Engine:
             if self.web is None:
                 raise InputRejected(NO_SEARCH)
             passages = await self.web.passages(question)
-            passages = best_passages(passages, question, MAX_SOURCES, self.grounding_gate)
+            passages = best_passages(passages, question, MAX_SOURCES, self.web_gate)
         else:
             passages = []
             if conversation is not None and (read := await self.store.documents(conversation)):
