@@ -42,7 +42,12 @@ COMMANDS: dict[str, str] = {
 }
 INTRO = "I'm Parley, a chat assistant running its own language model."
 # What /summarize and /reply ask of the model about the message they answer (extra words are added).
-SUMMARIZE = "Summarise this in a few sentences, keeping the names, numbers, dates and decisions."
+# Bullet points, not "a few sentences": on the 18 short reports of bench/docs the summaries kept 79% of the
+# key facts against 60% (French 68% against 43%), in the document's language every time.
+SUMMARIZE = (
+    "Summarise this as 5 to 8 bullet points, one key point each, keeping the names, numbers, dates and "
+    "decisions it states."
+)
 REPLY = (
     "Draft a reply to this e-mail or message, in its language: greet the sender by name, answer each "
     "question it asks, and sign off. Write only the reply."

@@ -158,10 +158,16 @@ async def test_the_reading_bench_times_the_map_phase(engine: Engine) -> None:
     assert timed["rounds"] == 1
     assert 0 <= timed["map_s"] <= timed["total_s"]
     results = {"model": "m", "pages": 54, "context_tokens": 2048, "command": "python -m bench.reading",
-               "batched": {"parts_at_once": 8, "prefill_s": 3, "decode_s": 1} | timed,
-               "serial": {"parts_at_once": 1, "prefill_s": 3, "decode_s": 4} | timed,
-               "map_speedup": 1.0, "total_speedup": 1.0, "speedup_bound": 2.33}  # fmt: skip
-    assert "| batched (8 at once) |" in render(results)
+               "batched": {"parts_at_once": 8, "prefill_s": 3, "decode_s": 1, "decode_steps": 10,
+                           "decode_tokens": 75} | timed,
+               "serial": {"parts_at_once": 1, "prefill_s": 3, "decode_s": 4, "decode_steps": 80,
+                          "decode_tokens": 80} | timed,
+               "map_speedup": 1.0, "total_speedup": 1.0, "speedup_bound": 2.33, "rows_per_step": 7.5,
+               "step_cost_ratio": 2.0}  # fmt: skip
+    table = [line for line in render(results).splitlines() if line.startswith("|")]
+    assert table[2].startswith("| batched (8 at once) | ")
+    assert "| 7.5 | 100 |" in table[2]  # rows a step, ms a step
+    assert {line.count("|") for line in table} == {table[0].count("|")}  # every row has the header's columns
 
 
 async def test_a_document_not_in_english_is_answered_in_its_language(

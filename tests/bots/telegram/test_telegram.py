@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bots.commands import SUMMARIZE
 from bots.telegram.bot import TelegramBot
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
@@ -199,7 +200,7 @@ async def test_summarize_and_reply_work_on_the_message_they_answer(
     await tg.wait_for(lambda: sum(m.text == "done" for m in tg.messages(chat)) == 3)
     tg.user_says(chat, ann, "/summarize", reply_to=report["message_id"])
     await tg.wait_for(lambda: sum(m.text == "done" for m in tg.messages(chat)) == 4)
-    assert "Summarise this in a few sentences" in scripted.prompts[-1]
+    assert SUMMARIZE in scripted.prompts[-1]
     assert "Sales rose 12% in May." in scripted.prompts[-1]
 
 
