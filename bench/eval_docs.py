@@ -21,7 +21,8 @@ conversation, all at once, greedy, on a throwaway Redis. Scores (regexes are cas
 Targets (issue 16): key facts >= 70%, questions answered >= 80%, language right >= 95%. Writes
 bench/eval-docs.json and bench/eval-docs.md.
 
-    python -m bench.eval_docs [--model NAME] [--limit N] [--max-tokens N] [--out DIR]
+    python -m bench.eval_docs [--model NAME] [--limit N] [--language en|fr] [--items ID,ID] [--max-tokens N]
+                              [--out DIR]
 """
 
 from __future__ import annotations
@@ -451,13 +452,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N items (a quick try)")
     parser.add_argument("--max-tokens", type=int, default=320, help="new tokens per reply at most")
     parser.add_argument("--language", choices=LANGUAGES, help="only the items in this language")
+    parser.add_argument("--items", default="", help="only these items (comma-separated ids)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)
     settings = load_settings()
     args.model = args.model or settings.model
     if not 1 <= args.max_tokens < settings.context_tokens:
         parser.error(f"--max-tokens must be between 1 and the context ({settings.context_tokens}) minus one")
-    items = [i for i in load_items() if args.language in (None, i.language)][: args.limit or None]
+    chosen = set(filter(None, args.items.split(",")))
+    items = [i for i in load_items() if args.language in (None, i.language) and (not chosen or i.id in chosen)]
+    if unknown := chosen - {i.id for i in items}:
+        parser.error(f"--items: no such item in this language: {', '.join(sorted(unknown))}")
+    items = items[: args.limit or None]
     run_results = asyncio.run(run(args, items, settings))
     results = {
         "command": shlex.join(["python", "-m", "bench.eval_docs", *argv]),

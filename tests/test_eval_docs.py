@@ -24,6 +24,7 @@ from bench.eval_docs import (
     greets,
     language_right,
     load_items,
+    main,
     markdown_pdf,
     read_item,
     render,
@@ -203,3 +204,9 @@ def test_two_items_through_the_real_engine(settings: Settings) -> None:
         assert item["pages"] is None
     assert "long_pdf" not in results
     assert DOCS.is_dir()
+
+
+def test_an_unknown_item_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--items", "brindlecombe-q3,no-such-report", "--out", "/nonexistent"])
+    assert "no such item in this language: no-such-report" in capsys.readouterr().err
