@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import random
 import struct
+import time
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from email.message import EmailMessage
+from unittest.mock import patch
 
 import docx
 import pytest
@@ -327,6 +332,45 @@ async def test_read_document_runs_off_the_event_loop() -> None:
 async def test_read_document_past_its_time_limit_is_refused() -> None:
     with pytest.raises(DocumentRejected, match="took too long"):
         await read_document(_pdf(pages=20), "tides.pdf", limits=DocumentLimits(timeout_seconds=1e-6))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """asyncio.to_thread's pool reduced to one worker, the loop's own restored after (tests share a loop)."""
+    loop = asyncio.get_running_loop()
+    previous = loop._default_executor  # type: ignore[attr-defined]  # asyncio has no public getter
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loop.set_default_executor(pool)
+        try:
+            yield
+        finally:
+            loop._default_executor = previous  # type: ignore[attr-defined]
+
+
+async def test_waiting_for_a_thread_does_not_count_against_the_time_limit() -> None:
+    # One worker, busy longer than the limit: the document waits its turn, then is read in time.
+    with _one_thread():
+        busy = asyncio.ensure_future(asyncio.to_thread(time.sleep, 1.0))
+        await asyncio.sleep(0)  # the worker is taken
+        document = await read_document(b"The tide turns at noon.", "t.txt", limits=DocumentLimits(timeout_seconds=0.5))
+        await busy
+    assert document.text == "The tide turns at noon."
+
+
+async def test_a_read_cancelled_while_queued_never_starts() -> None:
+    started: list[str] = []
+    with _one_thread():
+        busy = asyncio.ensure_future(asyncio.to_thread(time.sleep, 0.5))
+        await asyncio.sleep(0)
+        with patch("engine.documents.extract.extract", side_effect=lambda *a, **k: started.append("read")):
+            waiting = asyncio.ensure_future(read_document(b"tide", "t.txt"))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await busy
+            await asyncio.to_thread(lambda: None)  # anything still queued has had its turn
+    assert started == []
 
 
 def test_extract_gives_up_at_its_deadline() -> None:
