@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from engine.contract import ChatRequest, Notice, Reply
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
-from engine.conversation.reading import PARALLEL_PARTS, split_parts
+from engine.conversation.reading import DEFAULT_INSTRUCTION, PARALLEL_PARTS, split_parts
 from engine.conversation.store import Store
 from engine.documents import Document
 from engine.errors import InputRejected
@@ -58,7 +58,7 @@ async def test_a_short_document_is_read_whole(
     assert isinstance(reply, Reply)
     assert reply.text == "answer: from the whole document"
     prompt = scripted.prompts[-1]
-    assert "Summarise this document." in prompt  # no words with it: reading it is the request
+    assert DEFAULT_INSTRUCTION in prompt  # no words with it: reading it is the request
     assert "<<<DOCUMENT" in prompt
     assert "day 2" in prompt
     # it stays in the conversation, so a follow-up can ask about it

@@ -16,7 +16,13 @@ from engine.documents import Document
 from engine.documents.language import write_in
 from engine.model.registry import LoadedModel
 
-DEFAULT_INSTRUCTION = "Summarise this document."
+# What "summarise this" asks of the model, whether the person asked it (/summarize) or sent a document
+# with no words. Bullet points, not "a few sentences": on the 18 short reports of bench/docs the summaries
+# kept 79% of the key facts against 60% (French 68% against 43%), in the document's language every time.
+DEFAULT_INSTRUCTION = (
+    "Summarise this as 5 to 8 bullet points, one key point each, keeping the names, numbers, dates and "
+    "decisions it states."
+)
 PART_SUMMARY_TOKENS = 160
 PARALLEL_PARTS = 8  # parts read at once: half the default batch, so other conversations keep rows
 # Room a part's prompt needs besides the part itself (template, instruction, the summary it writes).

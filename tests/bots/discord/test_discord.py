@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from bots.discord.bot import DiscordBot
 from engine.conversation.engine import Engine
+from engine.conversation.reading import DEFAULT_INSTRUCTION
 from engine.conversation.store import Store
 from engine.errors import ConfigError, NotReady
 from engine.model.generator import Generator
@@ -283,7 +284,7 @@ async def test_attachments_are_read_as_documents(dc: FakeDiscord, bot: DiscordBo
     # a file alone: reading it is the request
     await dc.user_says(channel, ann, "", attachments=[dc.attachment(b"PELICAN again.", "again.md", "text/markdown")])
     await dc.wait_for(lambda: sum("read: PELICAN" in m.content for m in dc.bot_messages(channel)) == 2)
-    assert "Summarise this document." in scripted.prompts[-1]
+    assert DEFAULT_INSTRUCTION in scripted.prompts[-1]
     # what cannot be read is said, and nothing is asked of the model
     asked = len(scripted.prompts)
     png = dc.attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), "cat.png", "image/png")

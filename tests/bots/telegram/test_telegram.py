@@ -15,6 +15,7 @@ from bots.telegram.bot import TelegramBot
 from engine.conversation.engine import Engine
 from engine.conversation.keys import ConversationKey
 from engine.conversation.quota import Limits
+from engine.conversation.reading import DEFAULT_INSTRUCTION
 from engine.errors import ConfigError, NotReady
 from engine.runtime.http import HttpServer
 from engine.runtime.settings import Settings
@@ -165,7 +166,7 @@ async def test_documents_are_read_and_answered(tg: FakeTelegram, bot: TelegramBo
     chat = tg.private_chat(ann)
     tg.user_sends_document(chat, ann, b"Trip note. The code word is PELICAN.", "note.txt", "text/plain")
     await tg.wait_for_message(chat, "read: PELICAN")
-    assert "Summarise this document." in scripted.prompts[-1]  # no caption: reading it is the request
+    assert DEFAULT_INSTRUCTION in scripted.prompts[-1]  # no caption: reading it is the request
     tg.user_sends_document(chat, ann, b"<html><body><p>PELICAN</p></body></html>", "page.html", caption="Code word?")
     await tg.wait_for(lambda: sum("read: PELICAN" in m.text for m in tg.messages(chat)) == 2)
     assert "Code word?" in scripted.prompts[-1]
