@@ -78,6 +78,7 @@ async def read_document(
         return extract(data, name, mime, limits=limits)
 
     reading = asyncio.ensure_future(asyncio.to_thread(work))
+    reading.add_done_callback(lambda _: started.set())  # refused by the pool (shutting down): do not wait forever
     try:
         # The time limit is the document's, so it starts when a thread starts on it: a burst of reads (a web
         # search reads eight pages, and many people search at once) queues in the thread pool, and counting

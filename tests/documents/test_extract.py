@@ -373,6 +373,19 @@ async def test_a_read_cancelled_while_queued_never_starts() -> None:
     assert started == []
 
 
+async def test_a_read_the_pool_refuses_fails_instead_of_waiting() -> None:
+    loop = asyncio.get_running_loop()
+    previous = loop._default_executor  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pass  # shut down, as when the loop is closing
+    loop.set_default_executor(pool)
+    try:
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await asyncio.wait_for(read_document(b"tide", "t.txt"), timeout=5)
+    finally:
+        loop._default_executor = previous  # type: ignore[attr-defined]
+
+
 def test_extract_gives_up_at_its_deadline() -> None:
     with pytest.raises(DocumentRejected, match="took too long"):
         extract(_pdf(pages=20), "tides.pdf", limits=DocumentLimits(timeout_seconds=1e-6))
