@@ -51,11 +51,15 @@ def inline(instruction: str, document: Document) -> str:
 
 
 def from_summaries(instruction: str, document: Document, summaries: list[str]) -> str:
+    # "As a whole": told only to work from the summaries, the model answered part by part ("Part 1
+    # covers ..."). With it, and the parts summarised as bullet points, the four reports of bench/docs read
+    # in parts kept 56% of their key facts, against 24%.
     parts = "\n\n".join(f"[Part {i} of {len(summaries)}]\n{s.strip()}" for i, s in enumerate(summaries, 1))
     return (
         f"{instruction}\n\nThe document {_title(document)} was too long to read at once, so it was read in "
         f"{len(summaries)} parts, in order. Summaries of the parts follow between the markers; work from "
-        f"them.\n<<<SUMMARIES\n{parts}\nSUMMARIES>>>{_language(document)}"
+        f"them, and answer about the document as a whole, not part by part.\n<<<SUMMARIES\n{parts}\n"
+        f"SUMMARIES>>>{_language(document)}"
     )
 
 
@@ -131,8 +135,9 @@ async def summarise_parts(
 
     async def read(index: int, part: str) -> Finished:
         request = (
-            f"Summarise part {index + 1} of {total} of {_title(document)} in a few sentences. Keep the names, "
-            f"numbers, dates and decisions it states; add nothing.\n<<<PART\n{part}\nPART>>>{language}"
+            f"Summarise part {index + 1} of {total} of {_title(document)} as bullet points, one key point "
+            f"each. Keep the names, numbers, dates and decisions it states; add nothing.\n<<<PART\n{part}\n"
+            f"PART>>>{language}"
         )
         text = model.template.render([{"role": "user", "content": request}], add_generation_prompt=True)
         ids = list(model.tokenizer.encode(text, add_special_tokens=False).ids)
