@@ -330,15 +330,17 @@ class Generator:
         rows = [row for row, seq in enumerate(self._rows) if seq.next_token is not None]
         if not rows:
             return
-        # Rows still reading their prompts ride along with a placeholder token: it lands on the
-        # position their next prompt chunk overwrites, and its logits are ignored.
-        ids = np.zeros((len(self._rows), 1), dtype=np.int64)
+        # A step runs rows 0 to the last decoding one: rows after it are all still reading their prompts
+        # and are left out (a row costs about as much as it computes on a CPU). Reading rows before it
+        # ride along with a placeholder token: it lands on the position their next prompt chunk
+        # overwrites, and its logits are ignored.
+        ids = np.zeros((rows[-1] + 1, 1), dtype=np.int64)
         for row in rows:
             token = self._rows[row].next_token
             assert token is not None
             ids[row, 0] = token
         started = time.perf_counter()
-        logits = self.runner.run(0, ids, [len(seq.tokens) for seq in self._rows])
+        logits = self.runner.run(0, ids, [len(seq.tokens) for seq in self._rows[: len(ids)]])
         self.time.decode_seconds += time.perf_counter() - started
         self.time.decode_steps += 1
         self.time.decode_tokens += len(rows)

@@ -92,6 +92,30 @@ async def test_long_prompt_is_read_in_chunks_between_decode_steps(batched: Gener
     assert len(during) >= 10
 
 
+async def test_rows_still_reading_after_the_last_decoding_row_are_left_out_of_decode_steps(
+    model: LoadedModel,
+) -> None:
+    calls: list[tuple[int, tuple[int, ...]]] = []  # (first row, token ids' shape) of every step
+
+    class Recording(OnnxRunner):
+        def run(self, first: int, token_ids: np.ndarray, past: object, **kw: bool) -> np.ndarray:  # type: ignore[override]
+            calls.append((first, token_ids.shape))
+            return super().run(first, token_ids, past, **kw)  # type: ignore[arg-type]
+
+    long_question = prompt_ids(model, "Summarise this: " + " ".join(f"item {i} is blue." for i in range(120)))
+    async with Generator(Recording(model, device="cpu", max_len=1024, rows=2), prefill_chunk=16) as gen:
+        story = gen.stream(prompt_ids(model, "Tell me a long story about a dragon."), SamplingParams(max_tokens=200))
+        assert isinstance(await anext(story), Delta)  # the story is decoding in row 0
+        await collect(gen, long_question, SamplingParams(max_tokens=2))  # read in row 1, 16 tokens a step
+        async for _ in story:
+            pass
+    reading = [i for i, (first, _) in enumerate(calls) if first == 1]
+    during = [shape for first, shape in calls[reading[0] : reading[-1]] if first == 0]
+    # Each decode step while row 1 read its prompt ran row 0 alone, not row 1 beside it with a placeholder.
+    assert len(during) >= 10
+    assert set(during) == {(1, 1)}
+
+
 async def test_full_queue_answers_busy_with_the_count(model: LoadedModel) -> None:
     runner = OnnxRunner(model, device="cpu", max_len=256, rows=1)
     async with Generator(runner, max_waiting=1) as gen:
