@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 _WORD = re.compile(r"[^\W_]+")
+_STRONG = re.compile(r"\*\*(\S(?:.*?\S)?)\*\*")
+_EMPHASIS = re.compile(r"\*(\S(?:.*?\S)?)\*")
 
 
 @dataclass
@@ -33,8 +35,15 @@ class FakePage:
     snippet: str = ""
 
 
+def _inline(text: str) -> str:
+    # Emphasis as a real page marks it up: served as literal asterisks, it reached the model as trafilatura's
+    # escaped "\*", noise no real page has.
+    text = _STRONG.sub(r"<strong>\1</strong>", html.escape(text))
+    return _EMPHASIS.sub(r"<em>\1</em>", text)
+
+
 def markdown_page(markdown: str) -> tuple[str, bytes]:
-    """A Markdown document as a simple HTML page (headings, paragraphs, lists): its title and bytes."""
+    """A Markdown document as a simple HTML page (headings, paragraphs, lists, emphasis): its title and bytes."""
     title = next((line[2:].strip() for line in markdown.splitlines() if line.startswith("# ")), "Untitled")
     parts, items = [], []
     for block in re.split(r"\n\s*\n", markdown.strip()):
@@ -42,14 +51,14 @@ def markdown_page(markdown: str) -> tuple[str, bytes]:
         for line in lines:
             if match := re.match(r"(#{1,6}) (.*)", line):
                 level = len(match[1])
-                parts.append(f"<h{level}>{html.escape(match[2])}</h{level}>")
+                parts.append(f"<h{level}>{_inline(match[2])}</h{level}>")
             elif match := re.match(r"\s*[-*] (.*)", line):
-                items.append(f"<li>{html.escape(match[1])}</li>")
+                items.append(f"<li>{_inline(match[1])}</li>")
             else:
                 if items:
                     parts.append(f"<ul>{''.join(items)}</ul>")
                     items = []
-                parts.append(f"<p>{html.escape(line)}</p>")
+                parts.append(f"<p>{_inline(line)}</p>")
         if items:
             parts.append(f"<ul>{''.join(items)}</ul>")
             items = []

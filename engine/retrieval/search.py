@@ -20,7 +20,7 @@ from engine.documents import DocumentLimits, read_document
 from engine.errors import DocumentRejected, ParleyError
 from engine.retrieval.fetch import FetchLimits, IPNetwork, Page, fetch_many, guarded_session
 from engine.retrieval.passages import Passage, split_passages
-from engine.retrieval.rank import PassageIndex
+from engine.retrieval.rank import WEB_PER_PAGE, PassageIndex
 
 log = logging.getLogger(__name__)
 
@@ -121,4 +121,4 @@ async def _page_text(page: Page | Exception) -> str | None:
 
 def best_passages(passages: list[Passage], question: str, k: int, gate: float) -> list[Passage]:
     """The passages of the pages found to answer from (`PassageIndex.supporting`), best first."""
-    return PassageIndex(passages).supporting(question, k, gate=gate)
+    return PassageIndex(passages).supporting(question, k, gate=gate, per_source=WEB_PER_PAGE)

@@ -135,3 +135,15 @@ def test_supporting_passages_are_those_of_the_best_that_cover_the_floor(index: P
     assert supporting
     assert all(index.coverage(query, p) >= 0.25 for p in supporting)
     assert index.supporting(query, 5, gate=1.0) == []  # no passage covers the whole question
+
+
+def test_per_source_keeps_one_long_document_from_taking_every_place() -> None:
+    fees = [Passage("fees.md", "Fees", "", i, f"The rowing season fee is 149 euros, rule {i}.") for i in range(5)]
+    minutes = Passage("minutes.md", "Minutes", "", 0, "The rowing season fee was 139 euros last year.")
+    index = PassageIndex([*fees, minutes])
+    query = "What is the rowing season fee?"
+
+    assert [p.source for p in index.supporting(query, 4)] == ["fees.md"] * 4  # ties keep document order
+    capped = index.supporting(query, 4, per_source=3)
+    assert [p.source for p in capped] == ["fees.md"] * 3 + ["minutes.md"]
+    assert index.supporting(f"{query} In winter?", 4, per_source=3) == []  # the gate still applies

@@ -10,6 +10,8 @@ import pytest
 
 from bench.fakeweb import FakePage, FakeWeb
 from engine.retrieval.fetch import FetchLimits, parse_allow
+from engine.retrieval.passages import Passage
+from engine.retrieval.rank import WEB_GATE_COVERAGE, WEB_PER_PAGE
 from engine.retrieval.search import SearchUnavailable, WebSearch, best_passages
 
 KILN = (
@@ -48,6 +50,23 @@ async def test_pages_found_are_read_and_ranked(web: FakeWeb) -> None:
     assert "Home" not in kiln.text
     best = best_passages(passages, "When is the kiln fired?", 3, 0.5)
     assert [p.source for p in best] == [web.page_url("kiln")]
+
+
+def test_one_page_cannot_take_every_place_among_the_passages_given() -> None:
+    fees = [Passage("http://a/fees", "Fees", "", i, f"The rowing season fee is 149 euros, rule {i}.") for i in range(5)]
+    minutes = Passage("http://b/minutes", "Minutes", "", 0, "The rowing season fee was 139 euros last year.")
+    best = best_passages([*fees, minutes], "What is the rowing season fee?", 4, WEB_GATE_COVERAGE)
+    assert [p.source for p in best] == ["http://a/fees"] * WEB_PER_PAGE + ["http://b/minutes"]
+
+
+async def test_emphasis_on_a_page_reads_as_the_markdown_it_was_written_in() -> None:
+    # The words as the knowledge base reads them from the Markdown, not escaped asterisks (\*Sorrel\*).
+    rule = "**Decision:** the *Sorrel* stays ashore until March, and 3 * 4 oars go to the loft."
+    web = FakeWeb()
+    web.add_markdown("boats", f"# Boats\n\n## Winter\n\n{rule}\n\n{KILN}")
+    async with web.serve():
+        passages = await WebSearch(web.url, allow=LOCAL, limits=FAST).passages("Sorrel boat")
+    assert rule.replace("3 * 4", "3 \\* 4") in passages[0].text
 
 
 async def test_pages_that_cannot_be_read_give_their_snippet_or_nothing() -> None:
